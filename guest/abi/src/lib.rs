@@ -1,0 +1,178 @@
+//! The contract between cvm's VMM (host side, `src/vmm`) and the builtin guest kernel
+//! (`guest/kernel`). Both sides compile this one file, so they cannot disagree.
+//!
+//! # Entry state (cvm's VMM, direct 64-bit entry)
+//!
+//! The VMM does every piece of set-up that can be done before the guest runs, because on
+//! nested PVM hosts each guest-kernel instruction is emulated (about 1 µs each):
+//!
+//! - guest RAM is one region at guest-physical 0; addresses below [`USER_BASE`] belong to the
+//!   kernel and are mapped supervisor-only; [`USER_BASE`]..`ram_size` is mapped user
+//!   read/write/execute. All mappings are identity (guest-virtual == guest-physical) and are
+//!   created up front, so `brk`/`mmap` never change page tables;
+//! - the kernel ELF is loaded at its physical addresses (linked at [`KERNEL_BASE`]);
+//! - the program ELF is loaded (ET_EXEC at its addresses, static-pie ET_DYN at
+//!   [`PIE_LOAD_BIAS`]) and its initial stack (argc, argv, envp, auxv, AT_RANDOM bytes) is built;
+//! - the vCPU starts in 64-bit long mode, CPL0, interrupts off, paging on, `CR4.FSGSBASE` set
+//!   when the CPU has it, `EFER.SCE` set, `RIP` = kernel ELF entry, `RSP` = [`KERNEL_BOOT_STACK_TOP`],
+//!   `RDI` = [`BOOT_INFO_ADDR`]. The kernel installs its own GDT, IDT, TSS and syscall MSRs.
+//!
+//! # Ports (all `out` instructions; 32-bit values unless noted)
+//!
+//! | port | name | value |
+//! |---|---|---|
+//! | 0x3f8..0x3ff | 16550 serial COM1 | bytes (kernel diagnostics; the console under QEMU) |
+//! | 0xf4 | [`port::EXIT`] | program exit status (isa-debug-exit semantics); ends the run |
+//! | 0x80 | [`port::BOOT_TIMER`] | 8-bit code, [`boot_code`]; the host timestamps it |
+//! | 0x500 | [`port::CONSOLE_WRITE`] | guest-physical address of a [`ConsoleWrite`] |
+//! | 0x501 | [`port::GUEST_FAULT`] | guest-physical address of a [`FaultReport`]; ends the run |
+#![no_std]
+
+/// Where the VMM writes the [`BootInfo`].
+pub const BOOT_INFO_ADDR: u64 = 0x1000;
+/// Where the VMM reserves the [`SyscallCounts`] table (2 pages).
+pub const SYSCALL_COUNTS_ADDR: u64 = 0x2000;
+/// Page tables built by the VMM live in [PAGE_TABLES_ADDR, PAGE_TABLES_END).
+pub const PAGE_TABLES_ADDR: u64 = 0x8000;
+pub const PAGE_TABLES_END: u64 = 0x10_0000;
+/// The kernel image is linked and loaded here (1 MiB).
+pub const KERNEL_BASE: u64 = 0x10_0000;
+/// The kernel's boot stack grows down from here (the kernel may switch to its own).
+pub const KERNEL_BOOT_STACK_TOP: u64 = 0x40_0000;
+/// First user address: everything from here to the end of RAM is user memory.
+pub const USER_BASE: u64 = 0x40_0000;
+/// Where a static-pie (ET_DYN) program is loaded.
+pub const PIE_LOAD_BIAS: u64 = 0x40_0000;
+/// Size of the user stack area at the top of RAM.
+pub const USER_STACK_SIZE: u64 = 1 << 20;
+pub const PAGE_SIZE: u64 = 4096;
+
+/// `BootInfo::magic`: "CVMBOOT1".
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"CVMBOOT1");
+
+/// What the guest kernel calls itself in `uname`: a different kernel from the host's.
+pub const KERNEL_NAME: &str = "cvm-guest";
+pub const KERNEL_RELEASE: &str = "0.1.0-cvm";
+pub const KERNEL_VERSION: &str = "#1 cvm builtin guest kernel";
+
+pub mod port {
+    pub const SERIAL_COM1: u16 = 0x3f8;
+    pub const EXIT: u16 = 0xf4;
+    pub const BOOT_TIMER: u16 = 0x80;
+    pub const CONSOLE_WRITE: u16 = 0x500;
+    pub const GUEST_FAULT: u16 = 0x501;
+}
+
+/// Codes written to [`port::BOOT_TIMER`] (as Cloud Hypervisor's debug port does).
+pub mod boot_code {
+    /// The kernel's first instruction ran.
+    pub const KERNEL_ENTERED: u8 = 0x40;
+    /// The kernel is about to enter the program at CPL3.
+    pub const PROGRAM_ENTERED: u8 = 0x41;
+}
+
+/// `BootInfo::flags` bits.
+pub mod boot_flags {
+    /// `wrfsbase` is usable (CPU has FSGSBASE and the VMM set CR4.FSGSBASE).
+    pub const FSGSBASE: u32 = 1 << 0;
+}
+
+/// Everything the VMM tells the kernel, at [`BOOT_INFO_ADDR`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    pub magic: u64,
+    pub flags: u32,
+    pub _reserved: u32,
+    pub ram_size: u64,
+    /// The program's entry point (load bias applied).
+    pub user_entry: u64,
+    /// Initial user `RSP`, pointing at argc.
+    pub user_stack_pointer: u64,
+    /// First byte after the program's highest segment, page aligned: the initial `brk`.
+    pub brk_start: u64,
+    /// `brk` may grow up to here; anonymous `mmap` may use [brk_limit, mmap_top).
+    pub brk_limit: u64,
+    pub mmap_top: u64,
+    /// Lowest address of the user stack area ([`USER_STACK_SIZE`] below the top of RAM).
+    pub stack_bottom: u64,
+    /// Guest TSC frequency, for `clock_gettime`.
+    pub tsc_khz: u64,
+    /// Host `CLOCK_REALTIME` in ns just before the vCPU first ran.
+    pub realtime_ns_at_boot: u64,
+    /// Guest-physical address of the [`SyscallCounts`] table.
+    pub syscall_counts_addr: u64,
+    /// NUL-terminated host name the guest reports in `uname`.
+    pub hostname: [u8; 65],
+    pub _pad: [u8; 7],
+}
+
+impl BootInfo {
+    /// All fields zero, `magic` set.
+    pub const fn empty() -> Self {
+        BootInfo {
+            magic: BOOT_INFO_MAGIC,
+            flags: 0,
+            _reserved: 0,
+            ram_size: 0,
+            user_entry: 0,
+            user_stack_pointer: 0,
+            brk_start: 0,
+            brk_limit: 0,
+            mmap_top: 0,
+            stack_bottom: 0,
+            tsc_khz: 0,
+            realtime_ns_at_boot: 0,
+            syscall_counts_addr: 0,
+            hostname: [0; 65],
+            _pad: [0; 7],
+        }
+    }
+}
+
+/// Number of system-call numbers counted individually; higher numbers land in the last slot.
+pub const SYSCALL_SLOTS: usize = 512;
+
+/// Per-number counters kept by the guest kernel and read by the VMM after the run.
+#[repr(C)]
+pub struct SyscallCounts {
+    /// Calls served, by number.
+    pub calls: [u32; SYSCALL_SLOTS],
+    /// Calls answered with `-ENOSYS`, by number.
+    pub unsupported: [u32; SYSCALL_SLOTS],
+}
+
+/// Argument of [`port::CONSOLE_WRITE`]: the host copies `len` bytes at guest address `addr`
+/// to the run's stdout (fd 1) or stderr (fd 2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConsoleWrite {
+    pub fd: u32,
+    pub len: u32,
+    pub addr: u64,
+}
+
+/// `FaultReport::kind`.
+pub mod fault_kind {
+    /// The program faulted at CPL3 (the run ends like a crash: exit status 128 + signal).
+    pub const PROGRAM: u32 = 1;
+    /// The guest kernel itself faulted.
+    pub const KERNEL: u32 = 2;
+}
+
+/// Argument of [`port::GUEST_FAULT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultReport {
+    pub kind: u32,
+    /// x86 exception vector (14 = page fault, 13 = general protection, 6 = invalid opcode ...).
+    pub vector: u32,
+    pub error_code: u64,
+    pub rip: u64,
+    pub rsp: u64,
+    /// Faulting address for a page fault.
+    pub cr2: u64,
+    /// The Linux signal number the fault maps to (SIGSEGV = 11, SIGILL = 4, SIGFPE = 8 ...).
+    pub signal: u32,
+    pub _reserved: u32,
+}

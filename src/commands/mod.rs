@@ -1,0 +1,18 @@
+//! One module per subcommand; each returns the exit status cvm ends with.
+
+mod run;
+
+use anyhow::{bail, Result};
+
+use crate::cli::Command;
+
+pub fn dispatch(command: Command) -> Result<i32> {
+    match command {
+        Command::Run(args) => run::run(args),
+        Command::Compare(_) => bail!("`cvm compare` is not built yet"),
+        Command::Bench(_) => bail!("`cvm bench` is not built yet"),
+        Command::Report(_) => bail!("`cvm report` is not built yet"),
+        Command::Doctor(_) => bail!("`cvm doctor` is not built yet"),
+        Command::Lab(_) => bail!("`cvm lab` is not built yet"),
+    }
+}

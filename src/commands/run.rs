@@ -1,0 +1,140 @@
+//! `cvm run`: one program, once, in one runtime.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::RunArgs;
+use crate::explain::Narrator;
+use crate::program::Program;
+use crate::record::{Outcome, RunRecord};
+use crate::runtime::{self, KernelChoice, RunSpec};
+use crate::units::{format_bytes, format_ns, parse_size};
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let spec = spec_from_args(&args)?;
+    let runtime = runtime::runtime(args.runtime);
+    runtime.check_available()?;
+    let record = runtime.run(&spec)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&record).context("serializing the run record")?);
+    } else {
+        print_summary(&record);
+    }
+    if args.trace_syscalls {
+        print_syscall_table(&record);
+    }
+    if let Some(reason) = &record.reason {
+        eprintln!("cvm: {reason}");
+    }
+    Ok(record.exit_code)
+}
+
+pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
+    let (program, user_args) = match &args.binary {
+        Some(path) => (Program::binary(path)?, args.rest.clone()),
+        None => {
+            let name = args.rest.first().map(String::as_str).unwrap_or("hello");
+            (Program::workload(name)?, args.rest.iter().skip(1).cloned().collect())
+        }
+    };
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    if let Some(cpus) = args.cpus {
+        if !(cpus > 0.0 && cpus.is_finite()) {
+            bail!("--cpus must be a positive number");
+        }
+    }
+    if args.pids == Some(0) {
+        bail!("--pids must be at least 1");
+    }
+    let kernel = match args.kernel.as_str() {
+        "builtin" => KernelChoice::Builtin,
+        path => KernelChoice::Image(path.into()),
+    };
+    let mut spec = RunSpec::new(program, user_args);
+    spec.memory_bytes = args.memory.as_deref().map(parse_size).transpose().context("--memory")?;
+    spec.cpus = args.cpus;
+    spec.pids = args.pids;
+    spec.timeout = Duration::from_secs_f64(args.timeout);
+    spec.kernel = kernel;
+    spec.narrator = Narrator::new(args.explain);
+    spec.trace_syscalls = args.trace_syscalls;
+    spec.echo_output = !args.json;
+    Ok(spec)
+}
+
+/// A short human summary on stderr (stdout carried the program's own output).
+fn print_summary(record: &RunRecord) {
+    let p = &record.phases_ns;
+    let ms = |ns: u64| format_ns(ns as f64);
+    let outcome = match record.outcome {
+        Outcome::Exited => format!("exit status {}", record.exit_code),
+        other => format!("{other:?} (exit status {})", record.exit_code),
+    };
+    eprintln!("── cvm run: {} · {} · kernel {} ──", record.runtime, record.workload, record.kernel);
+    eprintln!("  ended     {outcome}");
+    let first = p.first_output.map_or("none".to_string(), ms);
+    eprintln!(
+        "  phases    setup {} · boot {} · first output {} · exit {} · teardown {} · total {}",
+        ms(p.setup),
+        ms(p.boot),
+        first,
+        ms(p.exit),
+        ms(p.teardown),
+        ms(p.total)
+    );
+    let m = &record.memory;
+    let mut memory = Vec::new();
+    if let Some(v) = m.peak_rss_bytes {
+        memory.push(format!("peak RSS {}", format_bytes(v)));
+    }
+    if let Some(v) = m.cgroup_peak_bytes {
+        memory.push(format!("cgroup peak {}", format_bytes(v)));
+    }
+    if let Some(v) = m.guest_ram_bytes {
+        memory.push(format!("guest RAM {}", format_bytes(v)));
+    }
+    if let Some(v) = m.guest_touched_bytes {
+        memory.push(format!("guest touched {}", format_bytes(v)));
+    }
+    if let Some(v) = m.runtime_overhead_bytes {
+        memory.push(format!("runtime overhead {}", format_bytes(v)));
+    }
+    eprintln!("  memory    {}", memory.join(" · "));
+    eprintln!("  cpu       user {} · system {}", ms(record.cpu.user_ns), ms(record.cpu.system_ns));
+    for note in &record.notes {
+        eprintln!("  note      {note}");
+    }
+}
+
+/// `--trace-syscalls`: a `strace -c`-like table of the calls the guest kernel served.
+fn print_syscall_table(record: &RunRecord) {
+    let Some(guest) = &record.guest else {
+        eprintln!("cvm: --trace-syscalls counts the calls served by the guest kernel; it applies to --runtime vm");
+        return;
+    };
+    let mut rows: Vec<(&String, u64, u64)> = guest
+        .syscalls
+        .iter()
+        .map(|(name, &calls)| (name, calls, guest.unsupported_syscalls.get(name).copied().unwrap_or(0)))
+        .collect();
+    for (name, &count) in &guest.unsupported_syscalls {
+        if !guest.syscalls.contains_key(name) {
+            rows.push((name, count, count));
+        }
+    }
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let total: u64 = rows.iter().map(|r| r.1).sum();
+    let errors: u64 = rows.iter().map(|r| r.2).sum();
+    eprintln!("{:>8} {:>9} {:>8}  syscall (served by the {} guest kernel)", "calls", "% calls", "ENOSYS", record.kernel);
+    eprintln!("{:->8} {:->9} {:->8}  {:->24}", "", "", "", "");
+    for (name, calls, unsupported) in rows {
+        let share = 100.0 * calls as f64 / total.max(1) as f64;
+        let unsupported = if unsupported > 0 { unsupported.to_string() } else { String::new() };
+        eprintln!("{calls:>8} {share:>8.1}% {unsupported:>8}  {name}");
+    }
+    eprintln!("{:->8} {:->9} {:->8}  {:->24}", "", "", "", "");
+    eprintln!("{total:>8} {:>8.1}% {errors:>8}  total", 100.0);
+}

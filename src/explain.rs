@@ -1,0 +1,30 @@
+//! `--explain`: a runtime narrates what it does, step by step, in words a student understands.
+//! The narration goes to stderr so `--json` output on stdout stays one object.
+
+use std::cell::Cell;
+
+#[derive(Debug)]
+pub struct Narrator {
+    enabled: bool,
+    step: Cell<u32>,
+}
+
+impl Narrator {
+    pub fn new(enabled: bool) -> Self {
+        Narrator { enabled, step: Cell::new(0) }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// One numbered step: what was done, and why it matters. `text` is only built when
+    /// narration is on, so a quiet run pays nothing for it.
+    pub fn step(&self, text: impl FnOnce() -> String) {
+        if self.enabled {
+            let n = self.step.get() + 1;
+            self.step.set(n);
+            eprintln!("[explain {n:>2}] {}", text());
+        }
+    }
+}

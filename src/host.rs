@@ -1,0 +1,75 @@
+//! Facts about the machine a run happened on, recorded with every result.
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HostInfo {
+    /// Host name of the machine (a label for side-by-side reports).
+    pub machine: String,
+    pub kernel_release: String,
+    pub cpu_model: String,
+    pub cpu_count: u32,
+    pub memory_bytes: u64,
+    /// "vmx", "svm", "pvm" (nested KVM without hardware assist) or "none".
+    pub virtualization: String,
+    pub cvm_version: String,
+}
+
+impl HostInfo {
+    /// Detected once per process.
+    pub fn current() -> &'static HostInfo {
+        static HOST: OnceLock<HostInfo> = OnceLock::new();
+        HOST.get_or_init(HostInfo::detect)
+    }
+
+    fn detect() -> HostInfo {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: u64 = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        HostInfo {
+            machine: read_trimmed("/proc/sys/kernel/hostname"),
+            kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
+            cpu_model,
+            cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory_bytes: memory_kib * 1024,
+            virtualization: virtualization_kind(&cpuinfo).to_string(),
+            cvm_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// Which kind of KVM this host offers: the loaded module tells, then the CPU flags.
+pub fn virtualization_kind(cpuinfo: &str) -> &'static str {
+    let module = |name: &str| std::path::Path::new("/sys/module").join(name).exists();
+    if module("kvm_pvm") {
+        "pvm"
+    } else if module("kvm_intel") {
+        "vmx"
+    } else if module("kvm_amd") {
+        "svm"
+    } else {
+        let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+        if flags.split_whitespace().any(|f| f == "vmx") {
+            "vmx"
+        } else if flags.split_whitespace().any(|f| f == "svm") {
+            "svm"
+        } else {
+            "none"
+        }
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+}

@@ -1,0 +1,174 @@
+//! The program a run executes: the embedded workload or any static x86-64 Linux ELF given with
+//! `--binary`. Bad programs are refused here, with one clear reason, before any runtime starts.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::embedded;
+
+/// Largest program file accepted (the VM further limits it to what fits its guest RAM).
+pub const MAX_PROGRAM_BYTES: u64 = 256 << 20;
+
+#[derive(Clone, Debug)]
+pub enum Program {
+    /// The workload built into cvm; `name` is one of [`embedded::WORKLOADS`].
+    Workload { name: String },
+    /// A static program file given with `--binary`.
+    Binary { path: PathBuf },
+}
+
+impl Program {
+    pub fn workload(name: &str) -> Result<Program> {
+        if !embedded::WORKLOADS.contains(&name) {
+            bail!(
+                "unknown workload '{name}': choose one of {} or run your own static program with --binary PATH",
+                embedded::WORKLOADS.join(", ")
+            );
+        }
+        Ok(Program::Workload { name: name.to_string() })
+    }
+
+    /// Checks that `path` is a static x86-64 ELF executable and returns it as a program.
+    pub fn binary(path: &Path) -> Result<Program> {
+        let bytes = read_program_file(path)?;
+        check_static_elf(&bytes).with_context(|| format!("cannot run {}", path.display()))?;
+        Ok(Program::Binary { path: path.to_path_buf() })
+    }
+
+    /// What the record calls it: the workload name, or the file name of a binary.
+    pub fn label(&self) -> String {
+        match self {
+            Program::Workload { name } => name.clone(),
+            Program::Binary { path } => {
+                path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+            }
+        }
+    }
+
+    /// Arguments the program file is started with before the user's: the workload's
+    /// subcommand for the embedded program, nothing for a binary.
+    pub fn leading_args(&self) -> Vec<String> {
+        match self {
+            Program::Workload { name } => vec![name.clone()],
+            Program::Binary { .. } => Vec::new(),
+        }
+    }
+
+    /// A path on the host at which the program file can be executed.
+    pub fn host_path(&self) -> Result<PathBuf> {
+        match self {
+            Program::Workload { .. } => embedded::workload_path(),
+            Program::Binary { path } => Ok(path.clone()),
+        }
+    }
+
+    /// The program file's bytes.
+    pub fn bytes(&self) -> Result<Cow<'static, [u8]>> {
+        match self {
+            Program::Workload { .. } => Ok(Cow::Borrowed(embedded::WORKLOAD_ELF)),
+            Program::Binary { path } => Ok(Cow::Owned(read_program_file(path)?)),
+        }
+    }
+
+    /// A short content identity, for caches derived from the file (container images).
+    pub fn content_id(&self) -> Result<String> {
+        match self {
+            Program::Workload { .. } => Ok(embedded::WORKLOAD_HASH.trim().to_string()),
+            Program::Binary { .. } => {
+                use sha2::{Digest, Sha256};
+                let digest = Sha256::digest(self.bytes()?);
+                Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+            }
+        }
+    }
+}
+
+fn read_program_file(path: &Path) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read program {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    if meta.len() > MAX_PROGRAM_BYTES {
+        bail!("{} is {} MiB; programs larger than {} MiB are refused", path.display(), meta.len() >> 20, MAX_PROGRAM_BYTES >> 20);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read program {}", path.display()))
+}
+
+/// The ELF facts a runtime needs, from a file already checked to be a static x86-64 program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElfSummary {
+    /// True for a static-pie (ET_DYN), false for a fixed-address executable (ET_EXEC).
+    pub position_independent: bool,
+    pub entry: u64,
+}
+
+const PT_INTERP: u32 = 3;
+const ET_EXEC: u16 = 2;
+const ET_DYN: u16 = 3;
+const EM_X86_64: u16 = 62;
+
+/// Refuses anything but a little-endian 64-bit x86-64 ELF executable without an interpreter.
+pub fn check_static_elf(bytes: &[u8]) -> Result<ElfSummary> {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        bail!("not an ELF executable (cvm runs static x86-64 Linux programs)");
+    }
+    if bytes[4] != 2 || bytes[5] != 1 {
+        bail!("not a 64-bit little-endian ELF file");
+    }
+    let u16_at = |off: usize| u16::from_le_bytes([bytes[off], bytes[off + 1]]);
+    let u32_at = |off: usize| u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4 bytes"));
+    let u64_at = |off: usize| u64::from_le_bytes(bytes[off..off + 8].try_into().expect("8 bytes"));
+    let kind = u16_at(16);
+    if u16_at(18) != EM_X86_64 {
+        bail!("built for another CPU (ELF machine {}), not x86-64", u16_at(18));
+    }
+    if kind != ET_EXEC && kind != ET_DYN {
+        bail!("not an executable (ELF type {kind}): an object file or core dump cannot be run");
+    }
+    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56) as usize);
+    let table_end = phoff.checked_add(phentsize.checked_mul(phnum).unwrap_or(usize::MAX));
+    if phnum == 0 || phentsize < 56 || table_end.is_none_or(|end| end > bytes.len()) {
+        bail!("truncated or corrupt ELF file (program headers out of bounds)");
+    }
+    for index in 0..phnum {
+        if u32_at(phoff + index * phentsize) == PT_INTERP {
+            bail!(
+                "dynamically linked (it needs the loader named in PT_INTERP); rebuild it static, \
+                 for example with -static or --target x86_64-unknown-linux-musl"
+            );
+        }
+    }
+    Ok(ElfSummary { position_independent: kind == ET_DYN, entry: u64_at(24) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_workload_is_static() {
+        let summary = check_static_elf(embedded::WORKLOAD_ELF).unwrap();
+        assert_ne!(summary.entry, 0);
+    }
+
+    #[test]
+    fn refuses_non_elf_and_truncated() {
+        assert!(check_static_elf(b"#!/bin/sh\necho hi\n").unwrap_err().to_string().contains("not an ELF"));
+        let truncated = &embedded::WORKLOAD_ELF[..100];
+        assert!(check_static_elf(truncated).unwrap_err().to_string().contains("truncated"));
+    }
+
+    #[test]
+    fn refuses_dynamic_programs() {
+        let dynamic = std::fs::read("/bin/sh").unwrap();
+        assert!(check_static_elf(&dynamic).unwrap_err().to_string().contains("dynamically linked"));
+    }
+
+    #[test]
+    fn unknown_workload_names_the_choices() {
+        let err = Program::workload("nope").unwrap_err().to_string();
+        assert!(err.contains("hello, cpu, mem, syscall, probe"));
+    }
+}

@@ -1,0 +1,245 @@
+//! The run record: what every runtime returns for one run of one program, and what every
+//! later layer (statistics, export, plots, reports, labs) consumes. Versioned by `schema`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::HostInfo;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Process,
+    Container,
+    Vm,
+}
+
+impl RuntimeKind {
+    pub const ALL: [RuntimeKind; 3] = [RuntimeKind::Process, RuntimeKind::Container, RuntimeKind::Vm];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Container => "container",
+            RuntimeKind::Vm => "vm",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "process" => Ok(RuntimeKind::Process),
+            "container" => Ok(RuntimeKind::Container),
+            "vm" => Ok(RuntimeKind::Vm),
+            other => Err(format!("unknown runtime '{other}' (expected process, container or vm)")),
+        }
+    }
+}
+
+/// How the run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The program called exit; `exit_code` is its status.
+    #[default]
+    Exited,
+    /// The program was killed by a signal (a crash); `exit_code` is 128 + signal.
+    Signaled,
+    /// The kernel's OOM killer ended the program because of the memory limit.
+    OomKilled,
+    /// The program outlived `--timeout` and was killed.
+    TimedOut,
+    /// cvm itself was interrupted (SIGINT/SIGTERM) and stopped the run.
+    Interrupted,
+    /// vm: the program faulted inside the guest (like a crash on the host).
+    GuestProgramFault,
+    /// vm: the guest kernel faulted, the VM triple-faulted or KVM could not run an instruction.
+    GuestKernelFault,
+    /// vm: the guest touched a port or MMIO address no device answers.
+    UnhandledDeviceAccess,
+}
+
+/// Timestamps in ns on the host's monotonic clock, from the start of the run (cumulative).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Phases {
+    /// Runtime ready to start the program.
+    pub setup: u64,
+    /// Guest kernel handed control to the program (vm); equal to `setup` elsewhere.
+    pub boot: u64,
+    /// First byte of the program's output reached the host; None when it printed nothing.
+    pub first_output: Option<u64>,
+    /// The program ended.
+    pub exit: u64,
+    /// All resources released.
+    pub teardown: u64,
+    /// The whole run as the user waits for it.
+    pub total: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Memory {
+    /// Peak RSS of the workload (process/container) or of the VMM process (vm).
+    pub peak_rss_bytes: Option<u64>,
+    /// vm: configured guest RAM.
+    pub guest_ram_bytes: Option<u64>,
+    /// vm: guest pages actually populated.
+    pub guest_touched_bytes: Option<u64>,
+    /// vm: VMM RSS excluding guest RAM; container: cgroup peak minus workload RSS.
+    pub runtime_overhead_bytes: Option<u64>,
+    /// container: peak memory charged to the run's cgroup.
+    pub cgroup_peak_bytes: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Cpu {
+    pub user_ns: u64,
+    pub system_ns: u64,
+}
+
+/// vm only: what happened inside the micro-VM.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GuestStats {
+    /// VM exits by reason (io, mmio, hlt, shutdown, ...).
+    pub exits: BTreeMap<String, u64>,
+    /// System calls the guest kernel served, by name.
+    pub syscalls: BTreeMap<String, u64>,
+    /// System calls answered with -ENOSYS, by name.
+    pub unsupported_syscalls: BTreeMap<String, u64>,
+}
+
+/// container only: the cgroup and isolation set-up of the run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ContainerInfo {
+    /// "v2", "v1" or "none" (rusage only).
+    pub cgroup_version: String,
+    pub cgroup_path: Option<String>,
+    pub memory_limit_bytes: Option<u64>,
+    pub cpu_limit: Option<f64>,
+    pub pids_limit: Option<u64>,
+    pub oom_kills: Option<u64>,
+    pub namespaces: Vec<String>,
+    /// "overlayfs" or the fallback used.
+    pub rootfs: String,
+    pub hostname: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    pub schema: u32,
+    pub runtime: RuntimeKind,
+    /// "host", "builtin" or the path of the guest kernel image.
+    pub kernel: String,
+    pub workload: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub exit_code: i32,
+    #[serde(default)]
+    pub outcome: Outcome,
+    /// Signal that ended the program, when one did.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// Why the run did not end normally, in words.
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub phases_ns: Phases,
+    pub memory: Memory,
+    pub cpu: Cpu,
+    /// The workload's own `CVM-RESULT` object, when it printed one.
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
+    #[serde(default)]
+    pub guest: Option<GuestStats>,
+    #[serde(default)]
+    pub container: Option<ContainerInfo>,
+    pub host: HostInfo,
+    pub stdout: String,
+    /// Caveats about how this record was measured (for example "no cgroup: rusage only").
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl RunRecord {
+    /// A record with the fields every runtime fills the same way.
+    pub fn new(runtime: RuntimeKind, kernel: &str, workload: &str, args: &[String]) -> Self {
+        RunRecord {
+            schema: SCHEMA_VERSION,
+            runtime,
+            kernel: kernel.to_string(),
+            workload: workload.to_string(),
+            args: args.to_vec(),
+            exit_code: 0,
+            outcome: Outcome::Exited,
+            signal: None,
+            reason: None,
+            phases_ns: Phases::default(),
+            memory: Memory::default(),
+            cpu: Cpu::default(),
+            result: None,
+            guest: None,
+            container: None,
+            host: HostInfo::current().clone(),
+            stdout: String::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Fills `stdout` and `result` from the program's captured output.
+    pub fn set_output(&mut self, output: &[u8]) {
+        self.stdout = String::from_utf8_lossy(output).into_owned();
+        self.result = parse_result_line(&self.stdout);
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.outcome == Outcome::Exited && self.exit_code == 0
+    }
+}
+
+/// The JSON object of the last `CVM-RESULT {json}` line, if any.
+pub fn parse_result_line(stdout: &str) -> Option<serde_json::Value> {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|line| line.trim_end().strip_prefix("CVM-RESULT "))
+        .and_then(|json| serde_json::from_str(json).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_is_the_last_one() {
+        let out = "hi\nCVM-RESULT {\"a\":1}\nCVM-RESULT {\"a\":2}\n";
+        assert_eq!(parse_result_line(out).unwrap()["a"], 2);
+        assert!(parse_result_line("no result\n").is_none());
+        assert!(parse_result_line("CVM-RESULT {broken\n").is_none());
+    }
+
+    #[test]
+    fn record_round_trips_through_json() {
+        let mut record = RunRecord::new(RuntimeKind::Container, "host", "hello", &["x".into()]);
+        record.set_output(b"Hello\nCVM-RESULT {\"workload\":\"hello\"}\n");
+        let text = serde_json::to_string(&record).unwrap();
+        let back: RunRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, record);
+        assert!(text.contains("\"schema\":1"));
+        assert!(text.contains("\"runtime\":\"container\""));
+    }
+}

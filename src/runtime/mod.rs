@@ -1,0 +1,121 @@
+//! The three runtimes behind one small interface: each runs a [`RunSpec`] and returns a
+//! [`RunRecord`]. Everything above this layer (bench, compare, reports, labs) only sees records.
+
+pub mod container;
+pub mod process;
+pub mod supervise;
+pub mod vm;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::explain::Narrator;
+use crate::program::Program;
+use crate::record::{RunRecord, RuntimeKind};
+
+/// Which guest kernel a VM boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// cvm's own small guest kernel, embedded in the binary.
+    Builtin,
+    /// A Linux kernel image (vmlinux) given with `--kernel PATH`.
+    Image(std::path::PathBuf),
+}
+
+impl KernelChoice {
+    pub fn label(&self) -> String {
+        match self {
+            KernelChoice::Builtin => "builtin".into(),
+            KernelChoice::Image(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// Everything a runtime needs to run one program once.
+#[derive(Debug)]
+pub struct RunSpec {
+    pub program: Program,
+    /// The user's arguments (the workload's subcommand is added by the runtime).
+    pub args: Vec<String>,
+    /// container: cgroup memory limit; vm: guest RAM (default 64 MiB); process: ignored.
+    pub memory_bytes: Option<u64>,
+    /// container: CPU quota in CPUs; vm: vCPUs (one supported); process: ignored.
+    pub cpus: Option<f64>,
+    /// container: pids limit.
+    pub pids: Option<u64>,
+    pub timeout: Duration,
+    pub kernel: KernelChoice,
+    pub narrator: Narrator,
+    /// vm: print a `strace -c`-like table of the guest's system calls.
+    pub trace_syscalls: bool,
+    /// Copy the program's output to cvm's stdout as it arrives (off for `--json` and benches).
+    pub echo_output: bool,
+}
+
+impl RunSpec {
+    pub fn new(program: Program, args: Vec<String>) -> Self {
+        RunSpec {
+            program,
+            args,
+            memory_bytes: None,
+            cpus: None,
+            pids: None,
+            timeout: Duration::from_secs(30),
+            kernel: KernelChoice::Builtin,
+            narrator: Narrator::new(false),
+            trace_syscalls: false,
+            echo_output: false,
+        }
+    }
+
+    /// argv[1..] of the program file: the workload subcommand, then the user's arguments.
+    pub fn program_args(&self) -> Vec<String> {
+        let mut args = self.program.leading_args();
+        args.extend(self.args.iter().cloned());
+        args
+    }
+}
+
+pub trait Runtime {
+    fn kind(&self) -> RuntimeKind;
+
+    /// Ok when this host can run this runtime; otherwise the reason and how to fix it.
+    fn check_available(&self) -> Result<()>;
+
+    /// Runs the program once. A program that fails, crashes or times out is a record with
+    /// that outcome; an `Err` means the runtime itself could not do its job.
+    fn run(&self, spec: &RunSpec) -> Result<RunRecord>;
+}
+
+pub fn runtime(kind: RuntimeKind) -> Box<dyn Runtime> {
+    match kind {
+        RuntimeKind::Process => Box::new(process::ProcessRuntime),
+        RuntimeKind::Container => Box::new(container::ContainerRuntime),
+        RuntimeKind::Vm => Box::new(vm::VmRuntime),
+    }
+}
+
+/// The run's clock: every phase is nanoseconds since the run started.
+#[derive(Clone, Copy, Debug)]
+pub struct RunClock {
+    start: Instant,
+}
+
+impl RunClock {
+    pub fn start() -> Self {
+        RunClock { start: Instant::now() }
+    }
+
+    pub fn started_at(&self) -> Instant {
+        self.start
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.since(Instant::now())
+    }
+
+    pub fn since(&self, instant: Instant) -> u64 {
+        instant.saturating_duration_since(self.start).as_nanos() as u64
+    }
+}

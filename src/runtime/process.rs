@@ -1,0 +1,117 @@
+//! The baseline: the program as a plain child process of cvm, sharing everything with the host.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use super::supervise::{output_pipe, supervise};
+use super::{RunClock, RunSpec, Runtime};
+use crate::record::{Outcome, RunRecord, RuntimeKind};
+
+pub struct ProcessRuntime;
+
+impl Runtime for ProcessRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Process
+    }
+
+    fn check_available(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
+        let clock = RunClock::start();
+        let narrator = &spec.narrator;
+        let path = spec.program.host_path()?;
+        let args = spec.program_args();
+        let (read_end, write_end) = output_pipe()?;
+        let mut command = Command::new(&path);
+        command.args(&args).stdin(Stdio::null()).stdout(Stdio::from(write_end)).stderr(Stdio::inherit());
+        // The program gets the default signal dispositions, not cvm's handlers.
+        command.process_group(0);
+        narrator.step(|| {
+            format!(
+                "process: fork and exec {} {} as a plain child process. It shares everything with cvm: \
+                 the host kernel, the pid numbering, the host name, the file system, the network and all \
+                 capabilities. This is the baseline the other runtimes are compared with.",
+                path.display(),
+                args.join(" ")
+            )
+        });
+        let setup = clock.now_ns();
+        let child = command.spawn().with_context(|| format!("starting {}", path.display()))?;
+        drop(command);
+        let pid = child.id() as libc::pid_t;
+        let deadline = clock.started_at() + spec.timeout;
+        let done = supervise(pid, read_end, deadline, spec.echo_output)?;
+        narrator.step(|| format!("process: the program ended ({}); cvm collected its exit status and resource usage with wait4.", describe_end(&done)));
+
+        let teardown = clock.now_ns();
+        let mut record = RunRecord::new(RuntimeKind::Process, "host", &spec.program.label(), &spec.args);
+        record.set_output(&done.output);
+        record.exit_code = done.exit_code();
+        record.signal = done.signal;
+        record.outcome = outcome(&done);
+        record.reason = reason(&done, spec);
+        record.phases_ns.setup = setup;
+        record.phases_ns.boot = setup;
+        record.phases_ns.first_output = done.first_output.map(|t| clock.since(t));
+        record.phases_ns.exit = clock.since(done.exited_at);
+        record.phases_ns.teardown = teardown;
+        record.memory.peak_rss_bytes = Some(done.peak_rss_bytes());
+        record.cpu.user_ns = done.user_ns();
+        record.cpu.system_ns = done.system_ns();
+        record.phases_ns.total = teardown;
+        Ok(record)
+    }
+}
+
+/// The record outcome for a supervised child (shared with the container runtime).
+pub fn outcome(done: &super::supervise::Supervised) -> Outcome {
+    if done.interrupted.is_some() {
+        Outcome::Interrupted
+    } else if done.timed_out {
+        Outcome::TimedOut
+    } else if done.signal.is_some() {
+        Outcome::Signaled
+    } else {
+        Outcome::Exited
+    }
+}
+
+pub fn reason(done: &super::supervise::Supervised, spec: &RunSpec) -> Option<String> {
+    if let Some(signal) = done.interrupted {
+        Some(format!("cvm was interrupted by signal {signal} and stopped the program"))
+    } else if done.timed_out {
+        Some(format!("the program was still running after the {} s timeout and was killed", spec.timeout.as_secs_f64()))
+    } else {
+        done.signal.map(|signal| format!("the program was killed by signal {signal} ({})", signal_name(signal)))
+    }
+}
+
+pub fn describe_end(done: &super::supervise::Supervised) -> String {
+    match (done.exit_status, done.signal) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by {}", signal_name(signal)),
+        _ => "unknown status".into(),
+    }
+}
+
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGSYS => "SIGSYS",
+        _ => "signal",
+    }
+}

@@ -1,0 +1,78 @@
+//! Parsing and printing sizes and durations the way people write them.
+
+use anyhow::{bail, Result};
+
+/// "64M", "64MiB", "1G", "512k", "4096" (bytes) → bytes. Units are binary (1K = 1024).
+pub fn parse_size(text: &str) -> Result<u64> {
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let Ok(value) = digits.parse::<u64>() else {
+        bail!("invalid size '{text}': write a number with an optional unit, for example 64M or 1G");
+    };
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => bail!("invalid size unit in '{text}': use K, M or G"),
+    };
+    match value.checked_mul(1u64 << shift) {
+        Some(bytes) if bytes > 0 => Ok(bytes),
+        Some(_) => bail!("invalid size '{text}': must be more than zero"),
+        None => bail!("size '{text}' is too large"),
+    }
+}
+
+/// 1536 → "1.5 KiB".
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Nanoseconds → "812 µs", "3.21 ms", "1.52 s".
+pub fn format_ns(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("5X").is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_ns(812_000.0), "812.0 µs");
+        assert_eq!(format_ns(3_210_000.0), "3.21 ms");
+    }
+}
