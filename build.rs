@@ -59,7 +59,9 @@ fn ensure_target(target: &str) {
     }
     let status = Command::new("rustup").args(["target", "add", target]).status();
     if !matches!(status, Ok(s) if s.success()) {
-        panic!("the Rust target {target} is missing and `rustup target add {target}` failed; install it and build again");
+        panic!(
+            "the Rust target {target} is missing and `rustup target add {target}` failed; install it and build again"
+        );
     }
 }
 
@@ -92,9 +94,7 @@ fn build(root: &Path, out_dir: &Path, artifact: &Artifact) -> PathBuf {
     ] {
         command.env_remove(var);
     }
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("running cargo for {}: {e}", artifact.crate_dir));
+    let status = command.status().unwrap_or_else(|e| panic!("running cargo for {}: {e}", artifact.crate_dir));
     if !status.success() {
         panic!("building {} for {} failed", artifact.crate_dir, artifact.target);
     }

@@ -1,19 +1,9 @@
-//! cvm: containers vs micro-VMs, measured.
-
-mod cli;
-mod commands;
-mod embedded;
-mod explain;
-mod host;
-mod interrupt;
-mod program;
-mod record;
-mod runtime;
-mod units;
+//! The `cvm` binary: parse the command line, run the subcommand, report errors as one line.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use cvm::{cli, commands, interrupt};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -91,7 +91,12 @@ fn read_program_file(path: &Path) -> Result<Vec<u8>> {
         bail!("{} is not a regular file", path.display());
     }
     if meta.len() > MAX_PROGRAM_BYTES {
-        bail!("{} is {} MiB; programs larger than {} MiB are refused", path.display(), meta.len() >> 20, MAX_PROGRAM_BYTES >> 20);
+        bail!(
+            "{} is {} MiB; programs larger than {} MiB are refused",
+            path.display(),
+            meta.len() >> 20,
+            MAX_PROGRAM_BYTES >> 20
+        );
     }
     std::fs::read(path).with_context(|| format!("cannot read program {}", path.display()))
 }
@@ -128,7 +133,7 @@ pub fn check_static_elf(bytes: &[u8]) -> Result<ElfSummary> {
         bail!("not an executable (ELF type {kind}): an object file or core dump cannot be run");
     }
     let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56) as usize);
-    let table_end = phoff.checked_add(phentsize.checked_mul(phnum).unwrap_or(usize::MAX));
+    let table_end = phoff.checked_add(phentsize.saturating_mul(phnum));
     if phnum == 0 || phentsize < 56 || table_end.is_none_or(|end| end > bytes.len()) {
         bail!("truncated or corrupt ELF file (program headers out of bounds)");
     }

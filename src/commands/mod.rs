@@ -1,6 +1,6 @@
 //! One module per subcommand; each returns the exit status cvm ends with.
 
-mod run;
+pub mod run;
 
 use anyhow::{bail, Result};
 

@@ -128,7 +128,10 @@ fn print_syscall_table(record: &RunRecord) {
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let total: u64 = rows.iter().map(|r| r.1).sum();
     let errors: u64 = rows.iter().map(|r| r.2).sum();
-    eprintln!("{:>8} {:>9} {:>8}  syscall (served by the {} guest kernel)", "calls", "% calls", "ENOSYS", record.kernel);
+    eprintln!(
+        "{:>8} {:>9} {:>8}  syscall (served by the {} guest kernel)",
+        "calls", "% calls", "ENOSYS", record.kernel
+    );
     eprintln!("{:->8} {:->9} {:->8}  {:->24}", "", "", "", "");
     for (name, calls, unsupported) in rows {
         let share = 100.0 * calls as f64 / total.max(1) as f64;

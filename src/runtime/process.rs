@@ -45,7 +45,12 @@ impl Runtime for ProcessRuntime {
         let pid = child.id() as libc::pid_t;
         let deadline = clock.started_at() + spec.timeout;
         let done = supervise(pid, read_end, deadline, spec.echo_output)?;
-        narrator.step(|| format!("process: the program ended ({}); cvm collected its exit status and resource usage with wait4.", describe_end(&done)));
+        narrator.step(|| {
+            format!(
+                "process: the program ended ({}); cvm collected its exit status and resource usage with wait4.",
+                describe_end(&done)
+            )
+        });
 
         let teardown = clock.now_ns();
         let mut record = RunRecord::new(RuntimeKind::Process, "host", &spec.program.label(), &spec.args);

@@ -119,7 +119,13 @@ pub fn supervise(pid: libc::pid_t, output: OwnedFd, deadline: Instant, echo: boo
             return Err(err).context("waiting for the program");
         }
         if fds.len() > 1 && fds[1].revents != 0 {
-            let open = drain(output.as_ref().expect("polled"), &mut buffer, &mut collected, &mut first_output, echo.then_some(&mut stdout))?;
+            let open = drain(
+                output.as_ref().expect("polled"),
+                &mut buffer,
+                &mut collected,
+                &mut first_output,
+                echo.then_some(&mut stdout),
+            )?;
             if !open {
                 output = None;
             }

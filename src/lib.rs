@@ -1,0 +1,18 @@
+//! cvm: containers vs micro-VMs, measured.
+//!
+//! Layers, bottom up (see docs/architecture.md):
+//! - [`program`], [`embedded`]: what runs (the embedded workload or a static `--binary`);
+//! - [`runtime`]: process, container and vm behind one interface returning a [`record::RunRecord`];
+//! - measurement above it only consumes records;
+//! - [`commands`]: one module per subcommand.
+
+pub mod cli;
+pub mod commands;
+pub mod embedded;
+pub mod explain;
+pub mod host;
+pub mod interrupt;
+pub mod program;
+pub mod record;
+pub mod runtime;
+pub mod units;

@@ -1,0 +1,54 @@
+//! The `process` runtime and the command-line contract, through the real binary.
+
+mod common;
+
+use common::{run_cvm, run_json};
+
+#[test]
+fn process_hello_returns_a_complete_record() {
+    let record = run_json(&["--runtime", "process", "hello"]);
+    assert_eq!(record["schema"], 1);
+    assert_eq!(record["runtime"], "process");
+    assert_eq!(record["kernel"], "host");
+    assert_eq!(record["exit_code"], 0);
+    assert_eq!(record["result"]["workload"], "hello");
+    assert!(record["stdout"].as_str().unwrap().contains("Hello"));
+    let phases = &record["phases_ns"];
+    let (setup, exit, total) =
+        (phases["setup"].as_u64().unwrap(), phases["exit"].as_u64().unwrap(), phases["total"].as_u64().unwrap());
+    assert!(setup <= exit && exit <= total, "phases out of order: {phases}");
+    assert!(record["memory"]["peak_rss_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn exit_status_of_the_program_is_cvms() {
+    let out = run_cvm(&["run", "--runtime", "process", "mem", "notanumber"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_programs_get_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let cases = [
+        ("/bin/sh", "dynamically linked"),
+        (script.to_str().unwrap(), "not an ELF"),
+        ("/nonexistent/program", "cannot read program"),
+    ];
+    for (path, expected) in cases {
+        let out = run_cvm(&["run", "--runtime", "process", "--binary", path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{path}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{path}: expected one line, got:\n{stderr}");
+        assert!(stderr.contains(expected), "{path}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{path}: {stderr}");
+    }
+}
+
+#[test]
+fn timeout_kills_the_program() {
+    let record = run_json(&["--runtime", "process", "--timeout", "0.2", "cpu", "100000000000"]);
+    assert_eq!(record["outcome"], "timed_out");
+    assert!(record["phases_ns"]["total"].as_u64().unwrap() < 5_000_000_000);
+}

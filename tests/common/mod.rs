@@ -1,0 +1,57 @@
+//! Shared by the integration tests: running the real `cvm` binary, and requirements.
+//!
+//! A test that needs root or /dev/kvm calls `require_root()` / `require_kvm()`. Under
+//! `CI=true` a missing requirement fails the test loudly; on a developer machine the test
+//! says why it did not run and returns.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+pub fn cvm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cvm"))
+}
+
+/// Runs `cvm ARGS` and returns its output.
+pub fn run_cvm(args: &[&str]) -> Output {
+    cvm().args(args).output().expect("running the cvm binary")
+}
+
+/// Runs `cvm run --json ARGS`, asserts one JSON object on stdout, and returns it.
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["run", "--json"];
+    full.extend_from_slice(args);
+    let out = run_cvm(&full);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "cvm {full:?}: stdout is not one JSON object ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// True when the test may go on; false (with a message) when it should return early.
+fn requirement(met: bool, what: &str) -> bool {
+    if met {
+        return true;
+    }
+    if in_ci() {
+        panic!("this test needs {what}, which CI must provide (CI=true)");
+    }
+    eprintln!("skipped: this test needs {what}");
+    false
+}
+
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    requirement(unsafe { libc::geteuid() } == 0, "root")
+}
+
+pub fn require_kvm() -> bool {
+    let usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    requirement(usable, "a readable and writable /dev/kvm")
+}
