@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod explain;
 pub mod host;
 pub mod interrupt;
+pub mod labs;
 pub mod program;
 pub mod record;
 pub mod runtime;

@@ -1,5 +1,6 @@
 //! One module per subcommand; each returns the exit status cvm ends with.
 
+pub mod lab;
 pub mod run;
 
 use anyhow::{bail, Result};
@@ -13,6 +14,6 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Bench(_) => bail!("`cvm bench` is not built yet"),
         Command::Report(_) => bail!("`cvm report` is not built yet"),
         Command::Doctor(_) => bail!("`cvm doctor` is not built yet"),
-        Command::Lab(_) => bail!("`cvm lab` is not built yet"),
+        Command::Lab(args) => lab::lab(args),
     }
 }
