@@ -52,3 +52,19 @@ fn timeout_kills_the_program() {
     assert_eq!(record["outcome"], "timed_out");
     assert!(record["phases_ns"]["total"].as_u64().unwrap() < 5_000_000_000);
 }
+
+#[test]
+fn cpu_workload_computes_real_sha256() {
+    use sha2::{Digest, Sha256};
+    let record = run_json(&["--runtime", "process", "cpu", "3"]);
+    // The workload hashes a 64-byte block, feeding each digest and the round number back in.
+    let mut block = [0u8; 64];
+    for round in 0u64..3 {
+        let digest = Sha256::digest(block);
+        block[..32].copy_from_slice(&digest);
+        block[32..40].copy_from_slice(&round.to_le_bytes());
+    }
+    let expected: String = block[..8].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(record["result"]["checksum"], expected.as_str());
+    assert_eq!(record["result"]["iterations"], 3);
+}
