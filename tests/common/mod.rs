@@ -35,7 +35,8 @@ fn in_ci() -> bool {
 }
 
 /// True when the test may go on; false (with a message) when it should return early.
-fn requirement(met: bool, what: &str) -> bool {
+/// Under `CI=true` a missing requirement is a failure, never a silent skip.
+pub fn require(met: bool, what: &str) -> bool {
     if met {
         return true;
     }
@@ -48,10 +49,10 @@ fn requirement(met: bool, what: &str) -> bool {
 
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    requirement(unsafe { libc::geteuid() } == 0, "root")
+    require(unsafe { libc::geteuid() } == 0, "root")
 }
 
 pub fn require_kvm() -> bool {
     let usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
-    requirement(usable, "a readable and writable /dev/kvm")
+    require(usable, "a readable and writable /dev/kvm")
 }

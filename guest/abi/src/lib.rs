@@ -28,6 +28,9 @@
 //! | 0x501 | [`port::GUEST_FAULT`] | guest-physical address of a [`FaultReport`]; ends the run |
 #![no_std]
 
+/// The VMM's boot GDT (null, 64-bit code 0x08, data 0x10, TSS 0x18), valid only until the
+/// kernel loads its own: page 0 is the VMM's.
+pub const BOOT_GDT_ADDR: u64 = 0x500;
 /// Where the VMM writes the [`BootInfo`].
 pub const BOOT_INFO_ADDR: u64 = 0x1000;
 /// Where the VMM reserves the [`SyscallCounts`] table (2 pages).

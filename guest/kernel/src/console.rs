@@ -1,0 +1,66 @@
+//! The program's stdout/stderr, and the kernel's own diagnostics.
+//!
+//! Under cvm's VMM a write is one hypercall: the kernel fills a [`ConsoleWrite`] and does a
+//! single `out` of its address to port 0x500; the VMM copies the bytes out of guest memory.
+//! (One exit per write, not per byte: each exit costs tens of microseconds on PVM hosts.)
+//! When booted by QEMU through PVH there is no such port and the 16550 serial port is used.
+
+use crate::cpu::{out32, out8};
+use crate::global::Global;
+use cvm_guest_abi::{port, ConsoleWrite};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// cvm's VMM: the ConsoleWrite hypercall.
+    Hypercall,
+    /// QEMU (PVH boot): bytes to COM1.
+    Serial,
+}
+
+static BACKEND: Global<Backend> = Global::new(Backend::Hypercall);
+static REQUEST: Global<ConsoleWrite> = Global::new(ConsoleWrite { fd: 0, len: 0, addr: 0 });
+
+pub fn init(backend: Backend) {
+    BACKEND.set(backend);
+}
+
+/// Sends `bytes` to the host's stdout (fd 1) or stderr (fd 2).
+pub fn write(fd: u32, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    match BACKEND.get() {
+        Backend::Hypercall => {
+            // Lengths beyond u32 go in pieces (the request's length field is 32-bit).
+            for chunk in bytes.chunks(u32::MAX as usize) {
+                REQUEST.set(ConsoleWrite { fd, len: chunk.len() as u32, addr: chunk.as_ptr() as u64 });
+                // Guest RAM is identity-mapped and the kernel lives below 4 GiB, so the
+                // request's address is its guest-physical address and fits the port value.
+                out32(port::CONSOLE_WRITE, REQUEST.as_ptr() as u64 as u32);
+            }
+        }
+        Backend::Serial => serial_write(bytes),
+    }
+}
+
+/// Kernel diagnostics on COM1, byte by byte. Used only on the way to a fault report, never
+/// in a normal run (each `out` is an exit). The transmitter is not polled: the VMM and QEMU
+/// both accept bytes at any time, and a missing UART must not hang the kernel.
+pub fn serial_write(bytes: &[u8]) {
+    for &byte in bytes {
+        if byte == b'\n' {
+            out8(port::SERIAL_COM1, b'\r');
+        }
+        out8(port::SERIAL_COM1, byte);
+    }
+}
+
+/// Small formatting helper for diagnostics: `value` in hex.
+pub fn serial_hex(value: u64) {
+    let mut text = *b"0x0000000000000000";
+    for (i, slot) in text[2..].iter_mut().enumerate() {
+        let nibble = (value >> (60 - 4 * i)) & 0xf;
+        *slot = b"0123456789abcdef"[nibble as usize];
+    }
+    serial_write(&text);
+}

@@ -1,0 +1,300 @@
+//! The CPU tables (GDT, TSS, IDT) and the system-call MSRs.
+//!
+//! Every instruction at boot costs about a microsecond on nested PVM hosts, so the tables are
+//! built at compile time: the IDT can be, because the exception stubs sit at a fixed address
+//! (see `entry.rs` and `linker.ld`); only the TSS address in the GDT is filled at run time.
+
+use core::arch::asm;
+use core::cell::UnsafeCell;
+use core::mem::size_of;
+
+use cvm_guest_abi::{KERNEL_BASE, KERNEL_BOOT_STACK_TOP, PAGE_TABLES_ADDR, PAGE_TABLES_END};
+
+/// The kernel stack for boot and system calls: the top 64 KiB of the boot-stack area the ABI
+/// reserves below USER_BASE.
+pub const KERNEL_STACK_TOP: u64 = KERNEL_BOOT_STACK_TOP;
+/// Exceptions from CPL3 (TSS.RSP0) get their own 64 KiB: on PVM the syscall handler itself
+/// counts as CPL3, and an exception there (the #GP and #UD tricks in entry.rs) must not land
+/// on the stack the handler is using.
+pub const EXCEPTION_STACK_TOP: u64 = KERNEL_STACK_TOP - 0x1_0000;
+/// A separate stack for #DF (IST1), so a kernel stack overflow is still reported.
+pub const DOUBLE_FAULT_STACK_TOP: u64 = EXCEPTION_STACK_TOP - 0x1_0000;
+
+/// GDT selectors, laid out as Linux does so `STAR` works: `syscall` loads CS = 0x08,
+/// SS = 0x10; user data = STAR[63:48] + 8 = 0x2b, user code = STAR[63:48] + 16 = 0x33.
+pub mod selector {
+    pub const KERNEL_CODE: u16 = 0x08;
+    pub const KERNEL_DATA: u16 = 0x10;
+    /// STAR[63:48]: the (unused) 32-bit user code segment, RPL 3.
+    pub const USER_BASE: u16 = 0x20 | 3;
+    pub const USER_DATA: u16 = 0x28 | 3;
+    pub const USER_CODE: u16 = 0x30 | 3;
+    pub const TSS: u16 = 0x38;
+}
+
+const GDT_ENTRIES: usize = 9;
+const TSS_SLOT: usize = (selector::TSS / 8) as usize;
+
+/// Descriptors with the accessed bit preset, so the CPU never writes to the table.
+static GDT: Table<[u64; GDT_ENTRIES]> = Table(UnsafeCell::new([
+    0,
+    0x00af_9b00_0000_ffff, // 0x08 kernel code, 64-bit
+    0x00cf_9300_0000_ffff, // 0x10 kernel data
+    0,                     // 0x18 unused
+    0x00cf_fb00_0000_ffff, // 0x20 user code, 32-bit (only to anchor STAR's layout)
+    0x00cf_f300_0000_ffff, // 0x28 user data
+    0x00af_fb00_0000_ffff, // 0x30 user code, 64-bit
+    0,                     // 0x38 TSS, low half: filled by `init` (needs the TSS address)
+    0,                     // TSS, high half
+]));
+
+#[repr(C, packed)]
+struct TaskStateSegment {
+    _reserved0: u32,
+    rsp: [u64; 3],
+    _reserved1: u64,
+    ist: [u64; 7],
+    _reserved2: u64,
+    _reserved3: u16,
+    io_map_base: u16,
+}
+
+static TSS: Table<TaskStateSegment> = Table(UnsafeCell::new(TaskStateSegment {
+    _reserved0: 0,
+    rsp: [EXCEPTION_STACK_TOP, 0, 0],
+    _reserved1: 0,
+    ist: [DOUBLE_FAULT_STACK_TOP, 0, 0, 0, 0, 0, 0],
+    _reserved2: 0,
+    _reserved3: 0,
+    // No I/O permission bitmap: the program cannot use `in`/`out`.
+    io_map_base: size_of::<TaskStateSegment>() as u16,
+}));
+
+const IDT_ENTRIES: usize = 32;
+const STUB_SIZE: u64 = 16;
+const DOUBLE_FAULT: usize = 8;
+
+/// 64-bit interrupt gate to the stub of `vector` in the kernel code segment.
+const fn gate(vector: usize) -> [u64; 2] {
+    let handler = KERNEL_BASE + vector as u64 * STUB_SIZE;
+    let ist = if vector == DOUBLE_FAULT { 1 } else { 0 };
+    let low = (handler & 0xffff)
+        | ((selector::KERNEL_CODE as u64) << 16)
+        | (ist << 32)
+        | (0x8e << 40) // present, DPL 0, interrupt gate
+        | ((handler >> 16) & 0xffff) << 48;
+    [low, handler >> 32]
+}
+
+const fn build_idt() -> [[u64; 2]; IDT_ENTRIES] {
+    let mut idt = [[0; 2]; IDT_ENTRIES];
+    let mut vector = 0;
+    while vector < IDT_ENTRIES {
+        idt[vector] = gate(vector);
+        vector += 1;
+    }
+    idt
+}
+
+static IDT: Table<[[u64; 2]; IDT_ENTRIES]> = Table(UnsafeCell::new(build_idt()));
+
+/// A table the CPU reads (and, for the TSS descriptor, writes the busy bit of).
+struct Table<T>(UnsafeCell<T>);
+// SAFETY: written only by `init`, once, before anything else runs; afterwards only the CPU
+// touches it.
+unsafe impl<T> Sync for Table<T> {}
+
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+mod msr {
+    pub const STAR: u32 = 0xC000_0081;
+    pub const LSTAR: u32 = 0xC000_0082;
+    pub const SFMASK: u32 = 0xC000_0084;
+}
+
+/// RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC (as Linux does).
+const SYSCALL_FLAG_MASK: u64 = 0x4_7700;
+
+/// Installs GDT, TSS, IDT and the syscall MSRs. Runs once at boot, at CPL0.
+pub fn init() {
+    extern "C" {
+        fn syscall_entry();
+    }
+    let tss = TSS.0.get() as u64;
+    let tss_limit = size_of::<TaskStateSegment>() as u64 - 1;
+    let gdt = GDT.0.get();
+    // SAFETY: boot runs alone at CPL0; the tables are ours and stay alive forever. The
+    // far return reloads CS from the new GDT; the data selectors follow.
+    unsafe {
+        (*gdt)[TSS_SLOT] = tss_limit
+            | (tss & 0xff_ffff) << 16
+            | 0x89 << 40 // present, 64-bit TSS (available)
+            | ((tss >> 24) & 0xff) << 56;
+        (*gdt)[TSS_SLOT + 1] = tss >> 32;
+        let gdtr = DescriptorPointer { limit: (GDT_ENTRIES * 8 - 1) as u16, base: gdt as u64 };
+        let idtr = DescriptorPointer { limit: (IDT_ENTRIES * 16 - 1) as u16, base: IDT.0.get() as u64 };
+        asm!(
+            "lgdt [{gdtr}]",
+            "push {code}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ss, {data:e}",
+            "mov ds, {data:e}",
+            "mov es, {data:e}",
+            "ltr {tss:x}",
+            "lidt [{idtr}]",
+            gdtr = in(reg) &gdtr,
+            idtr = in(reg) &idtr,
+            code = const selector::KERNEL_CODE,
+            data = in(reg) selector::KERNEL_DATA as u32,
+            tss = in(reg) selector::TSS,
+            tmp = out(reg) _,
+        );
+        let star = (selector::USER_BASE as u64) << 48 | (selector::KERNEL_CODE as u64) << 32;
+        write_msr(msr::STAR, star);
+        write_msr(msr::LSTAR, syscall_entry as *const () as u64);
+        write_msr(msr::SFMASK, SYSCALL_FLAG_MASK);
+    }
+}
+
+const PRESENT: u64 = 1;
+const USER: u64 = 1 << 2;
+const LARGE: u64 = 1 << 7;
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Makes the kernel's memory ([0, USER_BASE)) reachable from ring 3 in the VMM's page tables.
+///
+/// Needed on nested PVM hosts only: there the `syscall` handler runs in hardware ring 3 with
+/// user-mode page permissions, so its first instruction fetch faults; the #PF handler then
+/// calls this once and retries (fault.rs). The price on such hosts: the program can read and
+/// write kernel memory. On hardware KVM this never runs and the kernel stays supervisor-only.
+pub fn open_kernel_to_ring3() {
+    // SAFETY: exception handler at real CPL0; the VMM's tables are identity-mapped kernel
+    // memory, and only permission bits of entries for [0, USER_BASE) change.
+    unsafe {
+        let cr3: u64;
+        asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack));
+        let entry = |table: u64, index: u64| (table + index * 8) as *mut u64;
+        let pml4 = cr3 & ADDRESS_MASK;
+        *entry(pml4, 0) |= USER;
+        let pdpt = *entry(pml4, 0) & ADDRESS_MASK;
+        *entry(pdpt, 0) |= USER;
+        let pd = *entry(pdpt, 0) & ADDRESS_MASK;
+        for index in 0..cvm_guest_abi::USER_BASE >> 21 {
+            let pde = entry(pd, index);
+            if *pde & PRESENT == 0 {
+                continue;
+            }
+            *pde |= USER;
+            if *pde & LARGE == 0 {
+                // 4 KiB pages: the null page and the page tables can stay closed.
+                let pt = *pde & ADDRESS_MASK;
+                for pte in 0..512 {
+                    let address = index << 21 | pte << 12;
+                    let page_tables = (PAGE_TABLES_ADDR..PAGE_TABLES_END).contains(&address);
+                    if address != 0 && !page_tables {
+                        *entry(pt, pte) |= USER;
+                    }
+                }
+            }
+        }
+        asm!("mov cr3, {}", in(reg) cr3, options(nostack));
+    }
+}
+
+/// # Safety
+/// CPL0 only (boot or an exception handler), never in the syscall path.
+pub unsafe fn write_msr(index: u32, value: u64) {
+    // SAFETY: the caller guarantees real CPL0; the MSRs written here only steer syscall entry
+    // and the FS base.
+    asm!("wrmsr", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
+         options(nostack));
+}
+
+pub fn rdtsc() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: rdtsc reads the time-stamp counter; allowed at every privilege level here.
+    unsafe { asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack)) };
+    (high as u64) << 32 | low as u64
+}
+
+/// A hardware random number, or None when the CPU has none to give right now.
+pub fn rdrand() -> Option<u64> {
+    let value: u64;
+    let ok: u8;
+    // SAFETY: rdrand only writes its register and CF. (A CPU without RDRAND would #UD;
+    // callers check CPUID first.)
+    unsafe { asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack)) };
+    (ok != 0).then_some(value)
+}
+
+pub fn has_rdrand() -> bool {
+    let ecx: u32;
+    // SAFETY: cpuid leaf 1 exists on every x86-64 CPU. RBX is reserved by LLVM, so it is
+    // saved around the instruction by hand.
+    unsafe {
+        asm!("mov {tmp}, rbx", "cpuid", "mov rbx, {tmp}", tmp = out(reg) _,
+             inout("eax") 1u32 => _, inout("ecx") 0u32 => ecx, out("edx") _, options(nostack));
+    }
+    ecx & (1 << 30) != 0
+}
+
+/// Sets the user FS base (the program's thread pointer) from the syscall path.
+pub fn set_fs_base(value: u64, have_fsgsbase: bool) {
+    if have_fsgsbase {
+        // SAFETY: CR4.FSGSBASE is set (BootInfo says so); wrfsbase only changes FS.base.
+        unsafe { asm!("wrfsbase {}", in(reg) value, options(nostack)) };
+    } else {
+        // SAFETY: the #UD handler recognises this ud2 and does wrmsr(FS_BASE, value) at CPL0.
+        unsafe { crate::entry::set_fs_base_through_ud2(value) };
+    }
+}
+
+/// Port output; the VMM (or QEMU) handles the port. Works in every kernel context, including
+/// the syscall path on PVM (entry.rs emulates the `out` in the #GP handler there).
+pub fn out8(port: u16, value: u8) {
+    // SAFETY: port I/O has no memory effects in this kernel's view.
+    unsafe { crate::entry::port_out8(port.into(), value.into()) };
+}
+
+pub fn in8(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: port input from a device the VMM or QEMU emulates; no memory effects.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack)) };
+    value
+}
+
+pub fn out32(port: u16, value: u32) {
+    // SAFETY: as out8. A hypercall port reads guest memory the value points to; the call is
+    // opaque to the compiler, so that memory is written before it.
+    unsafe { crate::entry::port_out32(port.into(), value) };
+}
+
+pub fn read_cr2() -> u64 {
+    let value: u64;
+    // SAFETY: exception handlers run at real CPL0, where reading CR2 is allowed.
+    unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack)) };
+    value
+}
+
+/// Stops this CPU for good. Only from boot or an exception handler (real CPL0): `hlt` in
+/// the syscall path shuts a PVM guest down.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: interrupts are off; hlt just parks the CPU.
+        unsafe { asm!("hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Waits for the VMM to end the run, from the syscall path (no `hlt` allowed there).
+pub fn spin_forever() -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}

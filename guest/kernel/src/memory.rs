@@ -1,0 +1,283 @@
+//! The program's address space: `brk` and anonymous `mmap`/`munmap`/`mprotect`/`madvise`.
+//!
+//! The VMM maps all of the program's memory before the guest starts, so nothing here touches
+//! a page table (no TLB flush, no privileged instruction in the syscall path). Layout, from
+//! BootInfo:
+//!
+//! ```text
+//! USER_BASE  program image | brk heap -> .. brk_limit | <- mmap area .. mmap_top | stack | ram_size
+//! ```
+//!
+//! The mmap area is handed out top-down (as Linux does) from a sorted list of free extents.
+//! Memory must read as zero when handed out. Guest RAM starts zeroed, so only pages handed
+//! out before need clearing: everything at or above `mmap_low_water` (the lowest address ever
+//! handed out) and below `brk_high_water` may have been written; the rest is still pristine
+//! and is not touched (which also keeps `guest_touched_bytes` honest).
+//!
+//! Not modelled: protections (`mprotect` succeeds and changes nothing; a PROT_NONE guard
+//! page stays accessible) and file mappings (`-ENODEV`/`-EBADF`).
+
+use crate::errno::{Errno, SysResult, EBADF, EEXIST, EINVAL, ENODEV, ENOMEM};
+use crate::global::Global;
+use crate::user;
+use cvm_guest_abi::{BootInfo, PAGE_SIZE};
+
+const MAP_SHARED: u64 = 0x01;
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_FIXED: u64 = 0x10;
+const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const MADV_DONTNEED: u64 = 4;
+
+/// Free extents kept; when a `munmap` would need more, the range is leaked (never reused).
+const MAX_FREE_EXTENTS: usize = 64;
+
+#[derive(Clone, Copy)]
+struct Extent {
+    start: u64,
+    end: u64,
+}
+
+struct AddressSpace {
+    brk_start: u64,
+    brk: u64,
+    brk_limit: u64,
+    /// Highest page-rounded brk ever: the heap below it may hold old data.
+    brk_high_water: u64,
+    mmap_base: u64,
+    mmap_top: u64,
+    /// Lowest mmap address ever handed out: the area above it may hold old data.
+    mmap_low_water: u64,
+    /// Free parts of [mmap_base, mmap_top), sorted, neither overlapping nor touching.
+    free: [Extent; MAX_FREE_EXTENTS],
+    free_len: usize,
+}
+
+static SPACE: Global<AddressSpace> = Global::new(AddressSpace {
+    brk_start: 0,
+    brk: 0,
+    brk_limit: 0,
+    brk_high_water: 0,
+    mmap_base: 0,
+    mmap_top: 0,
+    mmap_low_water: 0,
+    free: [Extent { start: 0, end: 0 }; MAX_FREE_EXTENTS],
+    free_len: 0,
+});
+
+/// `ram_is_zeroed`: the VMM guarantees untouched pages read as zero. Without that promise
+/// (PVH boot under QEMU) every page is treated as used before, so every allocation is cleared.
+pub fn init(boot: &BootInfo, ram_is_zeroed: bool) {
+    SPACE.with(|space| {
+        space.brk_start = boot.brk_start;
+        space.brk = boot.brk_start;
+        space.brk_high_water = boot.brk_start;
+        space.brk_limit = boot.brk_limit;
+        space.mmap_base = boot.brk_limit;
+        space.mmap_top = boot.mmap_top.max(boot.brk_limit);
+        space.mmap_low_water = if ram_is_zeroed { space.mmap_top } else { space.mmap_base };
+        if !ram_is_zeroed {
+            space.brk_high_water = space.brk_limit;
+        }
+        space.free[0] = Extent { start: space.mmap_base, end: space.mmap_top };
+        space.free_len = usize::from(space.mmap_base < space.mmap_top);
+    });
+}
+
+fn page_up(value: u64) -> Option<u64> {
+    Some(value.checked_add(PAGE_SIZE - 1)? & !(PAGE_SIZE - 1))
+}
+
+fn is_page_aligned(value: u64) -> bool {
+    value & (PAGE_SIZE - 1) == 0
+}
+
+/// `brk(addr)`: moves the end of the heap; always answers the current end (Linux semantics:
+/// a failed request just returns the old value).
+pub fn brk(requested: u64) -> SysResult {
+    SPACE.with(|space| {
+        if requested >= space.brk_start && requested <= space.brk_limit {
+            if requested > space.brk {
+                // Memory below the high-water mark may hold data from before a shrink.
+                let dirty_end = requested.min(space.brk_high_water);
+                if dirty_end > space.brk {
+                    user::zero(space.brk, dirty_end - space.brk);
+                }
+            }
+            space.brk = requested;
+            space.brk_high_water = space.brk_high_water.max(page_up(requested).unwrap_or(requested));
+        }
+        Ok(space.brk)
+    })
+}
+
+pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, fd: u64, _offset: u64) -> SysResult {
+    if flags & MAP_ANONYMOUS == 0 {
+        // There are no files: fds 0-2 are consoles (cannot be mapped), the rest are not open.
+        return Err(if fd <= 2 { ENODEV } else { EBADF });
+    }
+    if flags & (MAP_SHARED | MAP_PRIVATE) == 0 || len == 0 {
+        return Err(EINVAL);
+    }
+    // MAP_SHARED anonymous memory is the same as private here: there is one process.
+    let len = page_up(len).ok_or(ENOMEM)?;
+    SPACE.with(|space| {
+        if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
+            if !is_page_aligned(addr) {
+                return Err(EINVAL);
+            }
+            let end = addr.checked_add(len).ok_or(ENOMEM)?;
+            user::check(addr, len).map_err(|_| ENOMEM)?;
+            if flags & MAP_FIXED_NOREPLACE != 0 && !space.is_free(addr, end) {
+                return Err(EEXIST);
+            }
+            space.take(addr, end)?;
+            space.clear_for_reuse(addr, end);
+            return Ok(addr);
+        }
+        // The address hint is ignored, as Linux may do: top-down first fit.
+        let extent = space.free[..space.free_len].iter().rev().find(|e| e.end - e.start >= len).copied();
+        let extent = extent.ok_or(ENOMEM)?;
+        let start = extent.end - len;
+        space.take(start, extent.end)?;
+        space.clear_for_reuse(start, extent.end);
+        Ok(start)
+    })
+}
+
+pub fn munmap(addr: u64, len: u64) -> SysResult {
+    if !is_page_aligned(addr) || len == 0 {
+        return Err(EINVAL);
+    }
+    let end = page_up(len).and_then(|len| addr.checked_add(len)).ok_or(EINVAL)?;
+    SPACE.with(|space| {
+        // Only the mmap area is recycled; unmapping heap, image or stack is accepted and
+        // changes nothing (the pages stay mapped).
+        let start = addr.max(space.mmap_base);
+        let end = end.min(space.mmap_top);
+        if start < end {
+            space.release(start, end);
+        }
+        Ok(0)
+    })
+}
+
+/// Accepted for any range of the program's memory; protections are not enforced (README).
+pub fn mprotect(addr: u64, len: u64, _prot: u64) -> SysResult {
+    if !is_page_aligned(addr) {
+        return Err(EINVAL);
+    }
+    let len = page_up(len).ok_or(ENOMEM)?;
+    user::check(addr, len).map_err(|_| ENOMEM)?;
+    Ok(0)
+}
+
+/// MADV_DONTNEED on private anonymous memory means "zero-fill from now on": done eagerly.
+/// Every other advice is a hint and is accepted.
+pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
+    if !is_page_aligned(addr) {
+        return Err(EINVAL);
+    }
+    let len = page_up(len).ok_or(EINVAL)?;
+    user::check(addr, len).map_err(|_| ENOMEM)?;
+    if advice == MADV_DONTNEED {
+        SPACE.with(|space| space.clear_for_reuse(addr, addr + len));
+    }
+    Ok(0)
+}
+
+impl AddressSpace {
+    /// Zeroes the parts of [start, end) that may hold old data, and records that the whole
+    /// range is now in use.
+    fn clear_for_reuse(&mut self, start: u64, end: u64) {
+        let mut cursor = start;
+        while cursor < end {
+            let (piece_end, dirty_from, dirty_to) = if cursor < self.brk_start {
+                // Program image (or below): always in use.
+                (end.min(self.brk_start), cursor, end.min(self.brk_start))
+            } else if cursor < self.mmap_base {
+                let piece_end = end.min(self.mmap_base);
+                let dirty_to = piece_end.min(self.brk_high_water);
+                self.brk_high_water = self.brk_high_water.max(piece_end);
+                (piece_end, cursor, dirty_to)
+            } else if cursor < self.mmap_top {
+                let piece_end = end.min(self.mmap_top);
+                let dirty_from = cursor.max(self.mmap_low_water);
+                self.mmap_low_water = self.mmap_low_water.min(cursor);
+                (piece_end, dirty_from, piece_end)
+            } else {
+                // The stack area: always in use.
+                (end, cursor, end)
+            };
+            if dirty_from < dirty_to {
+                user::zero(dirty_from, dirty_to - dirty_from);
+            }
+            cursor = piece_end;
+        }
+    }
+
+    fn is_free(&self, start: u64, end: u64) -> bool {
+        self.free[..self.free_len].iter().any(|e| e.start <= start && end <= e.end)
+    }
+
+    /// Removes [start, end) from the free extents (parts already in use are fine).
+    fn take(&mut self, start: u64, end: u64) -> Result<(), Errno> {
+        let mut result = [Extent { start: 0, end: 0 }; MAX_FREE_EXTENTS];
+        let mut count = 0;
+        for extent in &self.free[..self.free_len] {
+            for piece in [
+                Extent { start: extent.start, end: extent.end.min(start) },
+                Extent { start: extent.start.max(end), end: extent.end },
+            ] {
+                if piece.start < piece.end {
+                    // Splitting one extent in two may overflow the list.
+                    *result.get_mut(count).ok_or(ENOMEM)? = piece;
+                    count += 1;
+                }
+            }
+        }
+        self.free = result;
+        self.free_len = count;
+        Ok(())
+    }
+
+    /// Adds [start, end) to the free extents, merging with neighbours.
+    fn release(&mut self, start: u64, end: u64) {
+        let mut merged = Extent { start, end };
+        let mut result = [Extent { start: 0, end: 0 }; MAX_FREE_EXTENTS];
+        let mut count = 0;
+        let mut placed = false;
+        for extent in &self.free[..self.free_len] {
+            let piece = if extent.end < merged.start {
+                *extent
+            } else if extent.start > merged.end {
+                if !placed {
+                    if count == MAX_FREE_EXTENTS {
+                        return; // full: leak the range rather than fail munmap
+                    }
+                    result[count] = merged;
+                    count += 1;
+                    placed = true;
+                }
+                *extent
+            } else {
+                merged = Extent { start: merged.start.min(extent.start), end: merged.end.max(extent.end) };
+                continue;
+            };
+            if count == MAX_FREE_EXTENTS {
+                return;
+            }
+            result[count] = piece;
+            count += 1;
+        }
+        if !placed {
+            if count == MAX_FREE_EXTENTS {
+                return;
+            }
+            result[count] = merged;
+            count += 1;
+        }
+        self.free = result;
+        self.free_len = count;
+    }
+}

@@ -1,0 +1,180 @@
+//! The builtin guest kernel (guest/kernel), through the real binary: the five workloads in the
+//! VM, the identity the kernel reports, its system-call counters, error answers and fault
+//! reports (with tiny hand-assembled static programs), and the PVH boot under QEMU.
+//!
+//! Tests named `*_with_kvm` need /dev/kvm; `pvh_*` needs qemu-system-x86_64 (TCG, no KVM).
+
+mod common;
+
+use std::process::Command;
+
+use common::{require_kvm, run_json};
+
+fn run_vm(args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--runtime", "vm"];
+    full.extend_from_slice(args);
+    run_json(&full)
+}
+
+#[test]
+fn guest_kernel_runs_every_workload_with_kvm() {
+    if !require_kvm() {
+        return;
+    }
+    for workload in [&["hello"][..], &["cpu", "2000"], &["mem", "4"], &["syscall", "500"], &["probe"]] {
+        let record = run_vm(workload);
+        assert_eq!(record["exit_code"], 0, "{workload:?}: {record}");
+        assert_eq!(record["result"]["workload"], workload[0], "{workload:?}: {record}");
+        assert_eq!(record["kernel"], "builtin");
+    }
+}
+
+#[test]
+fn vm_probe_sees_the_guest_kernel_not_the_host_with_kvm() {
+    if !require_kvm() {
+        return;
+    }
+    let result = &run_vm(&["probe"])["result"];
+    assert_eq!(result["kernel_name"], cvm_guest_abi::KERNEL_NAME);
+    assert_eq!(result["kernel_release"], cvm_guest_abi::KERNEL_RELEASE);
+    assert_eq!(result["pid"], 1);
+    assert_eq!(result["ppid"], 0);
+    assert_eq!(result["uid"], 0);
+    // No /proc in the guest: the probe must say "not visible", not guess.
+    assert!(result["visible_processes"].is_null(), "{result}");
+    assert!(result["mounts"].is_null(), "{result}");
+}
+
+#[test]
+fn vm_counts_the_system_calls_it_served_with_kvm() {
+    if !require_kvm() {
+        return;
+    }
+    let record = run_vm(&["syscall", "300"]);
+    let syscalls = &record["guest"]["syscalls"];
+    assert!(syscalls["getppid"].as_u64().unwrap() >= 300, "{syscalls}");
+    assert!(syscalls["write"].as_u64().unwrap() >= 1, "{syscalls}");
+    assert_eq!(syscalls["exit_group"], 1, "{syscalls}");
+    assert_eq!(syscalls["arch_prctl"], 1, "{syscalls}");
+}
+
+/// A minimal static ELF (ET_EXEC at 0x400000, one RX segment) running `code`.
+fn tiny_program(code: &[u8]) -> tempfile::TempPath {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let total = HEADERS + code.len() as u64;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&62u16.to_le_bytes()); // x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R X
+    for word in [0, BASE, BASE, total, total, 0x1000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(code);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &elf).unwrap();
+    file.into_temp_path()
+}
+
+/// Machine code: `syscall(number, arg0, arg1, arg2)`, then exit with the negated result
+/// (so an error answer becomes the exit status).
+fn call_then_exit_with_errno(number: u32, arg0: u32, arg1: u32, arg2: u32) -> Vec<u8> {
+    let mut code = Vec::new();
+    for (opcode, value) in [(0xb8u8, number), (0xbf, arg0), (0xbe, arg1), (0xba, arg2)] {
+        code.push(opcode); // mov r32, imm32 (eax, edi, esi, edx)
+        code.extend_from_slice(&value.to_le_bytes());
+    }
+    code.extend_from_slice(&[0x0f, 0x05]); // syscall
+    code.extend_from_slice(&[0xf7, 0xd8]); // neg eax
+    code.extend_from_slice(&[0x89, 0xc7]); // mov edi, eax
+    code.extend_from_slice(&[0xb8, 60, 0, 0, 0]); // mov eax, 60 (exit)
+    code.extend_from_slice(&[0x0f, 0x05]);
+    code
+}
+
+const EBADF: u64 = 9;
+const EFAULT: u64 = 14;
+const ENOSYS: u64 = 38;
+const SIGILL: u64 = 4;
+
+fn run_tiny(code: &[u8]) -> serde_json::Value {
+    let program = tiny_program(code);
+    run_vm(&["--binary", program.to_str().unwrap()])
+}
+
+#[test]
+fn vm_answers_unknown_calls_with_enosys_and_counts_them_with_kvm() {
+    if !require_kvm() {
+        return;
+    }
+    let record = run_tiny(&call_then_exit_with_errno(400, 0, 0, 0));
+    assert_eq!(record["exit_code"], ENOSYS, "{record}");
+    let unsupported = record["guest"]["unsupported_syscalls"].as_object().unwrap();
+    assert_eq!(unsupported.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 1, "{record}");
+}
+
+#[test]
+fn vm_refuses_kernel_pointers_with_efault_with_kvm() {
+    if !require_kvm() {
+        return;
+    }
+    // write(1, 0x100000 (the kernel image), 4)
+    let record = run_tiny(&call_then_exit_with_errno(1, 1, 0x10_0000, 4));
+    assert_eq!(record["exit_code"], EFAULT, "{record}");
+
+    // write(5, user address, 1): no such file
+    let record = run_tiny(&call_then_exit_with_errno(1, 5, 0x40_0000, 1));
+    assert_eq!(record["exit_code"], EBADF, "{record}");
+}
+
+#[test]
+fn vm_reports_a_program_fault_as_its_signal_with_kvm() {
+    if !require_kvm() {
+        return;
+    }
+    let record = run_tiny(&[0x0f, 0x0b]); // ud2
+    assert_eq!(record["exit_code"], 128 + SIGILL, "{record}");
+    assert_eq!(record["outcome"], "guest_program_fault", "{record}");
+}
+
+fn qemu_available() -> bool {
+    let found = Command::new("qemu-system-x86_64").arg("-version").output().is_ok_and(|o| o.status.success());
+    common::require(found, "qemu-system-x86_64 (apt-get install qemu-system-x86; .ci/run installs it)")
+}
+
+#[test]
+fn pvh_boot_under_qemu_runs_the_workload() {
+    if !qemu_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("cvm-guest-kernel");
+    let program = dir.path().join("cvm-workload");
+    std::fs::write(&kernel, cvm::embedded::GUEST_KERNEL_ELF).unwrap();
+    std::fs::write(&program, cvm::embedded::WORKLOAD_ELF).unwrap();
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-M", "q35", "-nographic", "-no-reboot", "-kernel"])
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&program)
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-append", "probe"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // isa-debug-exit: QEMU exits with (status << 1) | 1, so the program's 0 becomes 1.
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("kernel:     cvm-guest"), "{stdout}");
+    assert!(stdout.contains("CVM-RESULT {\"workload\":\"probe\""), "{stdout}");
+}
