@@ -1,5 +1,6 @@
 //! One module per subcommand; each returns the exit status cvm ends with.
 
+pub mod doctor;
 pub mod lab;
 pub mod run;
 
@@ -13,7 +14,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Compare(_) => bail!("`cvm compare` is not built yet"),
         Command::Bench(_) => bail!("`cvm bench` is not built yet"),
         Command::Report(_) => bail!("`cvm report` is not built yet"),
-        Command::Doctor(_) => bail!("`cvm doctor` is not built yet"),
+        Command::Doctor(args) => doctor::doctor(args),
         Command::Lab(args) => lab::lab(args),
     }
 }
