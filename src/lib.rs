@@ -17,3 +17,4 @@ pub mod program;
 pub mod record;
 pub mod runtime;
 pub mod units;
+pub mod vmm;

@@ -1,10 +1,30 @@
-//! The vm runtime: the program inside a KVM micro-VM with its own guest kernel (see `src/vmm`).
-//! (Being built: issue 3.)
+//! The vm runtime: the program inside a KVM micro-VM with cvm's own guest kernel, or the early
+//! boot of a Linux kernel image with `--kernel PATH` (see `src/vmm` and docs/vm.md). One VM per
+//! run: built, run until the guest ends the run, measured, torn down.
 
-use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
 
-use super::{RunSpec, Runtime};
-use crate::record::{RunRecord, RuntimeKind};
+use anyhow::{bail, Context, Result};
+use cvm_guest_abi::{SYSCALL_COUNTS_ADDR, SYSCALL_SLOTS};
+
+use super::{KernelChoice, RunClock, RunSpec, Runtime};
+use crate::embedded;
+use crate::program::{check_static_elf, Program};
+use crate::record::{GuestStats, Outcome, RunRecord, RuntimeKind};
+use crate::vmm::builder::{self, MicroVm, VmPlan, VmRequest};
+use crate::vmm::devices::{PortBus, UnknownPorts};
+use crate::vmm::kick::{VcpuKicker, KICK_PERIOD};
+use crate::vmm::linux_boot::{self, LinuxImage};
+use crate::vmm::memory::GuestRam;
+use crate::vmm::syscall_names::syscall_name;
+use crate::vmm::{layout, loader, usage, vcpu, VmStop};
+
+/// The host name the guest kernel reports: not the host's.
+pub const GUEST_HOSTNAME: &str = "cvm-vm";
+/// The exit status cvm reports when the VM, not the program, ended the run.
+pub const VM_FAILURE_EXIT_CODE: i32 = 125;
 
 pub struct VmRuntime;
 
@@ -14,10 +34,232 @@ impl Runtime for VmRuntime {
     }
 
     fn check_available(&self) -> Result<()> {
-        bail!("the vm runtime is not built yet")
+        builder::open_kvm().map(drop)
     }
 
-    fn run(&self, _spec: &RunSpec) -> Result<RunRecord> {
-        bail!("the vm runtime is not built yet")
+    fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
+        let clock = RunClock::start();
+        if let Some(cpus) = spec.cpus {
+            if cpus != 1.0 {
+                bail!("the vm runtime has exactly one vCPU: --cpus {cpus} is not supported (use --cpus 1 or leave it out)");
+            }
+        }
+        let booted = match &spec.kernel {
+            KernelChoice::Builtin => boot_builtin(spec)?,
+            KernelChoice::Image(path) => boot_linux(spec, path)?,
+        };
+        run_and_record(spec, clock, booted)
     }
+}
+
+/// A built VM, ready for `KVM_RUN`, with the devices its kernel expects.
+struct Booted {
+    vm: MicroVm,
+    bus: PortBus,
+    builtin: bool,
+    cpu_before: (u64, u64),
+}
+
+/// The builtin guest kernel running the program.
+fn boot_builtin(spec: &RunSpec) -> Result<Booted> {
+    let program = spec.program.bytes()?;
+    check_static_elf(&program).with_context(|| format!("cannot run {} in a VM", spec.program.label()))?;
+    let ram_bytes = layout::ram_size(spec.memory_bytes)?;
+    let request = VmRequest {
+        kernel: embedded::GUEST_KERNEL_ELF,
+        program: &program,
+        ram_bytes,
+        args: guest_argv(spec),
+        env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), "HOME=/".into()],
+        hostname: GUEST_HOSTNAME.into(),
+    };
+    let plan = VmPlan::new(&request).with_context(|| format!("cannot run {} in a VM", spec.program.label()))?;
+
+    usage::reset_peak_rss();
+    let cpu_before = usage::thread_cpu_ns();
+    let vm = builder::build(&plan, &spec.narrator)?;
+    // Guest RAM has its own copy now: the VMM keeps none.
+    drop(plan);
+    drop(program);
+    loader::release_embedded_image(embedded::GUEST_KERNEL_ELF);
+    if matches!(spec.program, Program::Workload { .. }) {
+        loader::release_embedded_image(embedded::WORKLOAD_ELF);
+    }
+    spec.narrator.step(|| {
+        "vm: starting the vCPU (KVM_RUN). The guest kernel now sets up its own GDT, IDT and system-call entry, \
+         then jumps to the program at CPL3 (user mode). From here the VMM only wakes up on a VM exit: an I/O \
+         port access (console output, boot timer, exit) or a fault."
+            .into()
+    });
+    Ok(Booted { vm, bus: PortBus::new(spec.echo_output, UnknownPorts::Refuse), builtin: true, cpu_before })
+}
+
+/// A Linux kernel image (`--kernel PATH`), booted through its PVH entry; it has no root file
+/// system, so the program itself is not run.
+fn boot_linux(spec: &RunSpec, path: &Path) -> Result<Booted> {
+    let image = std::fs::read(path).with_context(|| format!("cannot read the kernel image {}", path.display()))?;
+    let ram_bytes = layout::ram_size(Some(spec.memory_bytes.unwrap_or(linux_boot::DEFAULT_LINUX_RAM_BYTES)))?;
+    let linux = LinuxImage::parse(&image, ram_bytes).with_context(|| format!("cannot boot {}", path.display()))?;
+    usage::reset_peak_rss();
+    let cpu_before = usage::thread_cpu_ns();
+    let vm = builder::build_linux(&linux, ram_bytes, linux_boot::DEFAULT_CMDLINE, &spec.narrator)?;
+    drop(linux);
+    drop(image);
+    spec.narrator.step(|| {
+        "vm: starting the vCPU (KVM_RUN). Linux prints its boot messages on the serial console, one VM exit per \
+         byte. It has no disk and no root file system here, so it cannot start the program: watch how far it \
+         gets before the timeout or before KVM gives up."
+            .into()
+    });
+    Ok(Booted { vm, bus: PortBus::for_linux(spec.echo_output), builtin: false, cpu_before })
+}
+
+/// Runs the VM to its end, measures it, tears it down and fills the record.
+fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<RunRecord> {
+    let Booted { mut vm, mut bus, builtin, cpu_before } = booted;
+    let narrator = &spec.narrator;
+    let setup = clock.now_ns();
+    let ram_bytes = vm.ram.size();
+    let mut exits = BTreeMap::new();
+    let deadline = clock.started_at() + spec.timeout;
+    let stop = {
+        let _kicker = VcpuKicker::start(KICK_PERIOD)?;
+        vcpu::run(&mut vm.vcpu, &mut bus, &vm.ram, deadline, &mut exits)?
+    };
+    let exited_at = Instant::now();
+    let serial_first_output = bus.serial.first_output();
+    let (console, console_bytes) = bus.serial.finish();
+
+    // Measure before teardown: the guest RAM mapping is still there.
+    let guest_touched = vm.ram.resident_bytes().ok();
+    let resident = usage::resident();
+    let peak_rss = usage::peak_rss_bytes();
+    let (syscalls, unsupported) = if builtin { read_syscall_counts(&vm.ram) } else { Default::default() };
+    let cpu_after = usage::thread_cpu_ns();
+    narrator.step(|| {
+        format!(
+            "vm: the run ended ({}) after {} VM exits. The guest touched {} KiB of its {} MiB of RAM.",
+            describe(&stop),
+            exits.values().sum::<u64>(),
+            guest_touched.unwrap_or(0) >> 10,
+            ram_bytes >> 20
+        )
+    });
+    drop(vm);
+    let teardown = clock.now_ns();
+    narrator.step(|| "vm: closed the vCPU, VM and /dev/kvm descriptors and unmapped guest RAM: the VM is gone.".into());
+
+    let mut record = RunRecord::new(RuntimeKind::Vm, &spec.kernel.label(), &spec.program.label(), &spec.args);
+    record.set_output(&bus.console.stdout);
+    apply_stop(&mut record, &stop, spec);
+    let phases = &mut record.phases_ns;
+    phases.setup = setup;
+    phases.boot = bus.boot_timer.program_entered.map_or(setup, |t| clock.since(t));
+    let first_output = if builtin { bus.console.first_output } else { serial_first_output };
+    phases.first_output = first_output.map(|t| clock.since(t));
+    phases.exit = clock.since(exited_at);
+    phases.teardown = teardown;
+    phases.total = teardown;
+    let memory = &mut record.memory;
+    memory.guest_ram_bytes = Some(ram_bytes);
+    memory.guest_touched_bytes = guest_touched;
+    memory.peak_rss_bytes = peak_rss;
+    memory.runtime_overhead_bytes = resident.zip(guest_touched).map(|(rss, guest)| rss.total.saturating_sub(guest));
+    record.cpu.user_ns = cpu_after.0.saturating_sub(cpu_before.0);
+    record.cpu.system_ns = cpu_after.1.saturating_sub(cpu_before.1);
+    record.guest = Some(GuestStats { exits, syscalls, unsupported_syscalls: unsupported });
+    if !builtin {
+        record.notes.push(
+            "a Linux kernel image was booted (PVH entry, serial console): it has no root file system here, so the \
+             program was not run; the record shows how far the boot got"
+                .into(),
+        );
+    } else if bus.boot_timer.program_entered.is_none() {
+        record.notes.push("the guest kernel never reported entering the program (boot code 0x41)".into());
+    }
+    if let (Some(rss), Some(guest)) = (resident, guest_touched) {
+        record.notes.push(format!(
+            "VMM overhead = cvm's RSS minus guest RAM: {} KiB file-backed (cvm's code and shared libraries) + {} KiB \
+             private (heap, stacks, vCPU state)",
+            rss.file_backed >> 10,
+            rss.total.saturating_sub(rss.file_backed).saturating_sub(guest) >> 10
+        ));
+    }
+    if !console.is_empty() {
+        let cut = if console_bytes > console.len() as u64 { " (cut)" } else { "" };
+        record.notes.push(format!("guest console{cut}: {}", console.trim_end()));
+    }
+    Ok(record)
+}
+
+/// argv as the guest sees it: a short absolute name, then the workload subcommand and arguments.
+fn guest_argv(spec: &RunSpec) -> Vec<String> {
+    let name = match &spec.program {
+        Program::Workload { .. } => "cvm-workload".to_string(),
+        Program::Binary { .. } => spec.program.label(),
+    };
+    let mut argv = vec![format!("/{name}")];
+    argv.extend(spec.program_args());
+    argv
+}
+
+fn apply_stop(record: &mut RunRecord, stop: &VmStop, spec: &RunSpec) {
+    let (outcome, exit_code, signal, reason) = match stop {
+        VmStop::Exited { status } => (Outcome::Exited, *status, None, None),
+        VmStop::ProgramFault { signal, reason } => {
+            (Outcome::GuestProgramFault, 128 + signal, Some(*signal), Some(reason.clone()))
+        }
+        VmStop::KernelFault { reason } => (Outcome::GuestKernelFault, VM_FAILURE_EXIT_CODE, None, Some(reason.clone())),
+        VmStop::UnhandledDevice { reason } => {
+            (Outcome::UnhandledDeviceAccess, VM_FAILURE_EXIT_CODE, None, Some(reason.clone()))
+        }
+        VmStop::TimedOut => (
+            Outcome::TimedOut,
+            128 + libc::SIGKILL,
+            None,
+            Some(format!(
+                "the program was still running after the {} s timeout and the VM was stopped",
+                spec.timeout.as_secs_f64()
+            )),
+        ),
+        VmStop::Interrupted { signal } => (
+            Outcome::Interrupted,
+            128 + signal,
+            None,
+            Some(format!("cvm was interrupted by signal {signal} and stopped the VM")),
+        ),
+    };
+    record.outcome = outcome;
+    record.exit_code = exit_code;
+    record.signal = signal;
+    record.reason = reason;
+}
+
+fn describe(stop: &VmStop) -> String {
+    match stop {
+        VmStop::Exited { status } => format!("the guest kernel wrote exit status {status} to port 0xf4"),
+        VmStop::ProgramFault { reason, .. } | VmStop::KernelFault { reason } | VmStop::UnhandledDevice { reason } => {
+            reason.clone()
+        }
+        VmStop::TimedOut => "timed out".into(),
+        VmStop::Interrupted { signal } => format!("interrupted by signal {signal}"),
+    }
+}
+
+/// The guest kernel's per-number counters, by name (zero counts left out).
+fn read_syscall_counts(ram: &GuestRam) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let table_bytes = (2 * SYSCALL_SLOTS * 4) as u64;
+    let Ok(raw) = ram.read_vec(SYSCALL_COUNTS_ADDR, table_bytes) else { return Default::default() };
+    let counts = |half: &[u8]| -> BTreeMap<String, u64> {
+        half.chunks_exact(4)
+            .enumerate()
+            .filter_map(|(number, bytes)| {
+                let count = u32::from_le_bytes(bytes.try_into().expect("4 bytes"));
+                let name = if number == SYSCALL_SLOTS - 1 { "other".to_string() } else { syscall_name(number) };
+                (count > 0).then_some((name, u64::from(count)))
+            })
+            .collect()
+    };
+    let (calls, unsupported) = raw.split_at(SYSCALL_SLOTS * 4);
+    (counts(calls), counts(unsupported))
 }

@@ -1,0 +1,146 @@
+//! What the guest's CPU looks like: CPUID (what KVM supports, minus what the guest must not
+//! use) and the few model-specific registers the VMM sets.
+//!
+//! Hidden, and why:
+//! - XSAVE and every feature whose state lives in XSAVE areas (AVX, AVX2, AVX-512, FMA, F16C,
+//!   AMX, XOP/FMA4): the guest kernel does not enable XCR0, so a program that believed CPUID
+//!   would take `#UD`; programs fall back to SSE code paths, as they do on older CPUs;
+//! - VMX/SVM, MONITOR/MWAIT, x2APIC, TSC-deadline: no nested virtualization, no idle loop, no
+//!   interrupt controller in this VM.
+//!
+//! On nested PVM hosts a `cpuid` executed by guest *user* code is answered by the outer
+//! hypervisor, not by KVM, so the program sees the host's CPUID (AVX included) — and AVX works
+//! there, because that code runs natively with the host's XCR0. The filter still decides what
+//! the guest kernel sees, and everything on hardware KVM.
+
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use kvm_bindings::{kvm_msr_entry, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuFd};
+
+const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+const MISC_ENABLE_FAST_STRING: u64 = 1;
+
+const fn bit(n: u32) -> u32 {
+    1 << n
+}
+
+/// (leaf, register, bits to clear). Register: 0 eax, 1 ebx, 2 ecx, 3 edx. Applies to every subleaf.
+const HIDDEN: &[(u32, usize, u32)] = &[
+    // leaf 1 ecx: MONITOR, VMX, FMA, x2APIC, TSC-deadline, XSAVE, OSXSAVE, AVX, F16C
+    (1, 2, bit(3) | bit(5) | bit(12) | bit(21) | bit(24) | bit(26) | bit(27) | bit(28) | bit(29)),
+    // leaf 7 ebx: AVX2 and the AVX-512 family
+    (7, 1, bit(5) | bit(16) | bit(17) | bit(21) | bit(26) | bit(27) | bit(28) | bit(30) | bit(31)),
+    // leaf 7 ecx: AVX-512 VBMI/VBMI2/VNNI/BITALG/VPOPCNTDQ, VAES and VPCLMULQDQ (VEX forms)
+    (7, 2, bit(1) | bit(6) | bit(9) | bit(10) | bit(11) | bit(12) | bit(14)),
+    // leaf 7 edx: AVX-512 4VNNIW/4FMAPS/VP2INTERSECT/FP16, AMX
+    (7, 3, bit(2) | bit(3) | bit(8) | bit(22) | bit(23) | bit(24) | bit(25)),
+    // leaf 7 subleaf 1 eax: AVX-VNNI, AVX512-BF16 (and friends)
+    (7, 0, bit(4) | bit(5) | bit(23)),
+    // leaf 0x80000001 ecx: SVM, XOP, FMA4
+    (0x8000_0001, 2, bit(2) | bit(11) | bit(16)),
+];
+
+const XSAVE_LEAF: u32 = 0xd;
+const LEAF7_EBX_FSGSBASE: u32 = bit(0);
+
+/// The CPU the guest sees.
+pub struct GuestCpu {
+    pub cpuid: CpuId,
+    /// `wrfsbase` is available (and CR4.FSGSBASE will be set).
+    pub fsgsbase: bool,
+    /// CPUID.1:EDX, which Linux passes to programs as AT_HWCAP.
+    pub hwcap: u64,
+}
+
+impl GuestCpu {
+    /// The filtered CPUID of this host; asked from KVM once per process (it cannot change).
+    pub fn from_host(kvm: &Kvm) -> Result<GuestCpu> {
+        static FILTERED: OnceLock<CpuId> = OnceLock::new();
+        let cpuid = match FILTERED.get() {
+            Some(cpuid) => cpuid.clone(),
+            None => {
+                let mut cpuid =
+                    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).context("asking KVM which CPUID it supports")?;
+                filter(cpuid.as_mut_slice());
+                FILTERED.get_or_init(|| cpuid).clone()
+            }
+        };
+        let leaf = |function: u32| cpuid.as_slice().iter().find(|e| e.function == function && e.index == 0).copied();
+        let fsgsbase = leaf(7).is_some_and(|e| e.ebx & LEAF7_EBX_FSGSBASE != 0);
+        let hwcap = leaf(1).map_or(0, |e| u64::from(e.edx));
+        Ok(GuestCpu { cpuid, fsgsbase, hwcap })
+    }
+
+    /// For a stock Linux kernel: also hide CMPXCHG16B, which the instruction emulator of nested
+    /// (PVM) hosts cannot run when guest kernel code uses it.
+    pub fn hide_cmpxchg16b(&mut self) {
+        for entry in self.cpuid.as_mut_slice().iter_mut().filter(|e| e.function == 1) {
+            entry.ecx &= !bit(13);
+        }
+    }
+
+    /// Gives the vCPU this CPUID and the boot MSRs.
+    pub fn configure(&self, vcpu: &VcpuFd) -> Result<()> {
+        vcpu.set_cpuid2(&self.cpuid).context("setting the vCPU's CPUID")?;
+        let msrs = Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_IA32_MISC_ENABLE,
+            data: MISC_ENABLE_FAST_STRING,
+            ..Default::default()
+        }])
+        .context("building the MSR list")?;
+        let written = vcpu.set_msrs(&msrs).context("setting the vCPU's MSRs")?;
+        anyhow::ensure!(written == msrs.as_slice().len(), "KVM refused MSR {:#x}", msrs.as_slice()[written].index);
+        Ok(())
+    }
+}
+
+fn filter(entries: &mut [kvm_bindings::kvm_cpuid_entry2]) {
+    for entry in entries.iter_mut() {
+        if entry.function == XSAVE_LEAF {
+            (entry.eax, entry.ebx, entry.ecx, entry.edx) = (0, 0, 0, 0);
+            continue;
+        }
+        for &(function, register, hidden) in HIDDEN {
+            // Leaf 7 subleaf 1 has its own eax list; the others apply to subleaf 0.
+            let subleaf_matches = if function == 7 { (register == 0) == (entry.index == 1) } else { true };
+            if entry.function == function && subleaf_matches {
+                let value = match register {
+                    0 => &mut entry.eax,
+                    1 => &mut entry.ebx,
+                    2 => &mut entry.ecx,
+                    _ => &mut entry.edx,
+                };
+                *value &= !hidden;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+
+    #[test]
+    fn avx_and_xsave_are_hidden_sse_is_kept() {
+        let mut entries = [
+            kvm_cpuid_entry2 { function: 1, ecx: u32::MAX, edx: u32::MAX, ..Default::default() },
+            kvm_cpuid_entry2 { function: 7, index: 0, eax: 2, ebx: u32::MAX, ..Default::default() },
+            kvm_cpuid_entry2 { function: 7, index: 1, eax: u32::MAX, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0xd, eax: 7, ..Default::default() },
+        ];
+        filter(&mut entries);
+        assert_eq!(entries[0].ecx & bit(28), 0, "AVX hidden");
+        assert_eq!(entries[0].ecx & bit(26), 0, "XSAVE hidden");
+        assert_ne!(entries[0].ecx & bit(0), 0, "SSE3 kept");
+        assert_eq!(entries[0].edx, u32::MAX, "SSE/SSE2 kept");
+        assert_eq!(entries[1].ebx & bit(5), 0, "AVX2 hidden");
+        assert_ne!(entries[1].ebx & LEAF7_EBX_FSGSBASE, 0, "FSGSBASE kept");
+        assert_ne!(entries[1].ebx & bit(29), 0, "SHA kept");
+        assert_eq!(entries[1].eax, 2, "subleaf count kept");
+        assert_eq!(entries[2].eax & bit(4), 0, "AVX-VNNI hidden");
+        assert_eq!(entries[3].eax, 0, "XSAVE leaf emptied");
+    }
+}

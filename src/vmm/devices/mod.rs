@@ -1,0 +1,176 @@
+//! The VM's devices: all of them are I/O ports (the VM has no MMIO device and no interrupt
+//! controller). The guest ABI (`guest/abi`) fixes the ports; [`PortBus`] routes an `in`/`out`
+//! exit to the device behind the port.
+
+pub mod boot_timer;
+pub mod console;
+pub mod exit_port;
+pub mod fault;
+pub mod serial;
+
+use std::time::Instant;
+
+use cvm_guest_abi::port;
+
+use super::memory::GuestRam;
+use super::VmStop;
+use boot_timer::BootTimer;
+use console::ProgramConsole;
+use serial::SerialConsole;
+
+/// What the run loop does after a port access.
+#[derive(Debug)]
+pub enum PortAction {
+    Continue,
+    Stop(VmStop),
+}
+
+/// How unknown ports are treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownPorts {
+    /// The builtin kernel knows the ports: touching another one is a bug that ends the run.
+    Refuse,
+    /// A Linux kernel probes legacy hardware: reads return all ones, writes are dropped.
+    Ignore,
+}
+
+pub struct PortBus {
+    pub serial: SerialConsole,
+    pub boot_timer: BootTimer,
+    pub console: ProgramConsole,
+    pub unknown_ports: UnknownPorts,
+    /// The cvm guest ABI's ports (boot timer, ConsoleWrite, fault report) are served; off for a
+    /// Linux kernel, which uses port 0x80 for I/O delays.
+    pub abi_ports: bool,
+    /// Accesses to unknown ports (and MMIO addresses) that were ignored.
+    pub ignored: u64,
+}
+
+/// Little-endian value of a 1-, 2- or 4-byte port write.
+pub fn port_value(data: &[u8]) -> u32 {
+    data.iter().take(4).rev().fold(0, |value, &byte| (value << 8) | u32::from(byte))
+}
+
+impl PortBus {
+    pub fn new(echo: bool, unknown_ports: UnknownPorts) -> PortBus {
+        PortBus {
+            serial: SerialConsole::new(echo),
+            boot_timer: BootTimer::default(),
+            console: ProgramConsole::new(echo),
+            unknown_ports,
+            abi_ports: true,
+            ignored: 0,
+        }
+    }
+
+    /// The devices a Linux kernel sees: the serial console and the exit port; everything else
+    /// reads as all ones and ignores writes, like empty ISA slots.
+    pub fn for_linux(echo: bool) -> PortBus {
+        PortBus { abi_ports: false, ..PortBus::new(echo, UnknownPorts::Ignore) }
+    }
+
+    pub fn write(&mut self, address: u16, data: &[u8], ram: &GuestRam, now: Instant) -> PortAction {
+        let value = port_value(data);
+        match address {
+            _ if SerialConsole::owns(address) => {
+                self.serial.write(address, value as u8);
+                PortAction::Continue
+            }
+            port::EXIT => PortAction::Stop(exit_port::stop(value)),
+            port::BOOT_TIMER | port::CONSOLE_WRITE | port::GUEST_FAULT if !self.abi_ports => {
+                self.unknown(address, "write to", data.len())
+            }
+            port::BOOT_TIMER => {
+                self.boot_timer.record(value as u8, now);
+                PortAction::Continue
+            }
+            port::CONSOLE_WRITE => match self.console.write(u64::from(value), ram, now) {
+                Ok(()) => PortAction::Continue,
+                Err(reason) => PortAction::Stop(VmStop::KernelFault { reason }),
+            },
+            port::GUEST_FAULT => PortAction::Stop(fault::stop(u64::from(value), ram)),
+            other => self.unknown(other, "write to", data.len()),
+        }
+    }
+
+    pub fn read(&mut self, address: u16, data: &mut [u8]) -> PortAction {
+        if SerialConsole::owns(address) {
+            let value = self.serial.read(address);
+            data.fill(0);
+            if let Some(first) = data.first_mut() {
+                *first = value;
+            }
+            return PortAction::Continue;
+        }
+        data.fill(0xff);
+        self.unknown(address, "read from", data.len())
+    }
+
+    /// An access to guest-physical `address` outside RAM: there are no MMIO devices.
+    pub fn mmio(&mut self, address: u64, access: &str, data: &mut [u8]) -> PortAction {
+        data.fill(0xff);
+        match self.unknown_ports {
+            UnknownPorts::Ignore => {
+                self.ignored += 1;
+                PortAction::Continue
+            }
+            UnknownPorts::Refuse => PortAction::Stop(VmStop::UnhandledDevice {
+                reason: format!(
+                    "the guest made a {}-byte {access} address {address:#x}, which is neither guest RAM nor a device (MMIO)",
+                    data.len()
+                ),
+            }),
+        }
+    }
+
+    fn unknown(&mut self, address: u16, access: &str, width: usize) -> PortAction {
+        match self.unknown_ports {
+            UnknownPorts::Ignore => {
+                self.ignored += 1;
+                PortAction::Continue
+            }
+            UnknownPorts::Refuse => PortAction::Stop(VmStop::UnhandledDevice {
+                reason: format!(
+                    "the guest made a {}-byte {access} I/O port {address:#x}, where this VM has no device",
+                    width
+                ),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_values_are_little_endian() {
+        assert_eq!(port_value(&[0x2a]), 42);
+        assert_eq!(port_value(&[0x00, 0x10, 0x20, 0x00]), 0x0020_1000);
+    }
+
+    #[test]
+    fn unknown_ports_end_the_run_or_are_ignored() {
+        let ram = GuestRam::new(8 << 20).unwrap();
+        let mut strict = PortBus::new(false, UnknownPorts::Refuse);
+        match strict.write(0x1234, &[1], &ram, Instant::now()) {
+            PortAction::Stop(VmStop::UnhandledDevice { reason }) => assert!(reason.contains("0x1234"), "{reason}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut lenient = PortBus::new(false, UnknownPorts::Ignore);
+        let mut data = [0u8; 2];
+        assert!(matches!(lenient.read(0x61, &mut data), PortAction::Continue));
+        assert_eq!(data, [0xff, 0xff]);
+        assert_eq!(lenient.ignored, 1);
+    }
+
+    #[test]
+    fn exit_port_ends_the_run_with_the_status() {
+        let ram = GuestRam::new(8 << 20).unwrap();
+        let mut bus = PortBus::new(false, UnknownPorts::Refuse);
+        assert!(matches!(
+            bus.write(port::EXIT, &[42, 0, 0, 0], &ram, Instant::now()),
+            PortAction::Stop(VmStop::Exited { status: 42 })
+        ));
+    }
+}

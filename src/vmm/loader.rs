@@ -1,0 +1,168 @@
+//! Placing the guest kernel and the program in guest RAM, host-side, before the guest runs
+//! (on nested hosts every guest-kernel instruction is emulated, so the VMM does the loading).
+//!
+//! [`ProgramLayout::plan`] runs before any VM exists: a program that does not fit the guest
+//! RAM is refused with one line and nothing to tear down.
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::elf::ElfFile;
+use super::layout::{
+    align_up, KERNEL_BASE, KERNEL_BOOT_STACK_TOP, MIN_HEAP_BYTES, PAGE_SIZE, PIE_LOAD_BIAS, USER_BASE, USER_STACK_SIZE,
+};
+use super::memory::GuestRam;
+
+/// Room kept free below [`KERNEL_BOOT_STACK_TOP`] for the kernel's boot stack.
+const KERNEL_BOOT_STACK_BYTES: u64 = 64 << 10;
+
+/// Where the program and its memory areas go in the guest address space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramLayout {
+    /// Added to every virtual address of the file (0 for ET_EXEC).
+    pub bias: u64,
+    pub entry: u64,
+    /// Program headers in guest memory (for AT_PHDR).
+    pub phdr_address: u64,
+    pub phent: u64,
+    pub phnum: u64,
+    pub brk_start: u64,
+    pub brk_limit: u64,
+    pub mmap_top: u64,
+    pub stack_bottom: u64,
+    pub stack_top: u64,
+}
+
+impl ProgramLayout {
+    /// Plans the program's place in `ram_size` bytes of guest RAM, or says why it does not fit.
+    pub fn plan(program: &ElfFile, ram_size: u64) -> Result<ProgramLayout> {
+        let bias = if program.position_independent { PIE_LOAD_BIAS } else { 0 };
+        let (low, high) = program.virtual_extent();
+        let (low, high) = (low + bias, high.checked_add(bias).context("program addresses overflow")?);
+        if low < USER_BASE {
+            bail!(
+                "the program is linked at {low:#x}, below the VM's user space at {USER_BASE:#x}; \
+                 link it at {USER_BASE:#x} or higher, or build it as static-pie"
+            );
+        }
+        if !program.segments.iter().any(|s| program.entry >= s.vaddr && program.entry < s.vaddr + s.mem_size) {
+            bail!("corrupt ELF file: the entry point {:#x} is not in any loadable segment", program.entry);
+        }
+        let stack_bottom = ram_size - USER_STACK_SIZE;
+        let brk_start = align_up(high, PAGE_SIZE);
+        if brk_start.saturating_add(MIN_HEAP_BYTES) > stack_bottom {
+            bail!(
+                "the program needs {} MiB of memory but the VM has {} MiB of guest RAM; give it more with --memory",
+                (high - low + MIN_HEAP_BYTES + USER_STACK_SIZE + USER_BASE).div_ceil(1 << 20),
+                ram_size >> 20
+            );
+        }
+        // A quarter of what is free for the break, the rest for mmap (where large allocations go).
+        let brk_limit = brk_start + align_up((stack_bottom - brk_start) / 4, PAGE_SIZE);
+        let phdr_address = program
+            .program_headers_vaddr()
+            .context("the program's headers are not in a loaded segment (AT_PHDR would be wrong)")?
+            + bias;
+        Ok(ProgramLayout {
+            bias,
+            entry: program.entry + bias,
+            phdr_address,
+            phent: u64::from(program.phentsize),
+            phnum: u64::from(program.phnum),
+            brk_start,
+            brk_limit,
+            mmap_top: stack_bottom,
+            stack_bottom,
+            stack_top: ram_size,
+        })
+    }
+}
+
+/// Copies the program's segments to their addresses; the rest of each segment (bss) is
+/// already zero because guest RAM starts as untouched zero pages.
+pub fn load_program(ram: &GuestRam, program: &ElfFile, layout: &ProgramLayout) -> Result<()> {
+    for segment in &program.segments {
+        let address = segment.vaddr + layout.bias;
+        ram.populate(address, segment.file_size);
+        ram.write(address, program.segment_bytes(segment)).context("loading the program")?;
+    }
+    Ok(())
+}
+
+/// Copies the kernel's segments to their physical addresses; returns its entry point.
+pub fn load_kernel(ram: &GuestRam, kernel: &ElfFile) -> Result<u64> {
+    ensure!(!kernel.position_independent, "the guest kernel must be a fixed-address (ET_EXEC) ELF file");
+    for segment in &kernel.segments {
+        let end = segment.paddr + segment.mem_size;
+        ensure!(
+            segment.paddr >= KERNEL_BASE && end <= KERNEL_BOOT_STACK_TOP - KERNEL_BOOT_STACK_BYTES,
+            "the guest kernel segment at {:#x}..{end:#x} is outside the kernel area {KERNEL_BASE:#x}..{:#x}",
+            segment.paddr,
+            KERNEL_BOOT_STACK_TOP - KERNEL_BOOT_STACK_BYTES
+        );
+        ram.write(segment.paddr, kernel.segment_bytes(segment)).context("loading the guest kernel")?;
+    }
+    ensure!(
+        kernel.segments.iter().any(|s| kernel.entry >= s.vaddr && kernel.entry < s.vaddr + s.mem_size),
+        "the guest kernel's entry point {:#x} is not in any of its segments",
+        kernel.entry
+    );
+    Ok(kernel.entry)
+}
+
+/// Drops the VMM's own mapping of an embedded image once it has been copied into guest RAM,
+/// so the VMM's resident memory does not keep a second copy of the program and the kernel.
+/// `image` must be read-only data of the cvm executable (an `include_bytes!` static): such
+/// pages are simply read again from the file if they are ever touched again.
+pub fn release_embedded_image(image: &'static [u8]) {
+    let page = super::memory::host_page_size() as usize;
+    let start = (image.as_ptr() as usize).next_multiple_of(page);
+    let end = (image.as_ptr() as usize + image.len()) / page * page;
+    if end > start {
+        // SAFETY: [start, end) lies inside `image`, a read-only, file-backed mapping of the
+        // executable; MADV_DONTNEED only unmaps those pages, and a later read faults the
+        // identical bytes back in from the file.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embedded;
+
+    #[test]
+    fn workload_fits_the_default_ram() {
+        let program = ElfFile::parse(embedded::WORKLOAD_ELF).unwrap();
+        let layout = ProgramLayout::plan(&program, 64 << 20).unwrap();
+        assert_eq!(layout.bias, PIE_LOAD_BIAS);
+        assert!(layout.phdr_address >= USER_BASE);
+        assert!(layout.brk_start < layout.brk_limit && layout.brk_limit < layout.mmap_top);
+        assert_eq!(layout.stack_top - layout.stack_bottom, USER_STACK_SIZE);
+        assert_eq!(layout.brk_start % PAGE_SIZE, 0);
+    }
+
+    #[test]
+    fn too_little_ram_is_refused_with_a_hint() {
+        let program = ElfFile::parse(embedded::WORKLOAD_ELF).unwrap();
+        let err = ProgramLayout::plan(&program, 6 << 20).unwrap_err().to_string();
+        assert!(err.contains("--memory"), "{err}");
+    }
+
+    #[test]
+    fn kernel_and_program_land_at_their_addresses() {
+        let ram = GuestRam::new(16 << 20).unwrap();
+        let kernel = ElfFile::parse(embedded::GUEST_KERNEL_ELF).unwrap();
+        let entry = load_kernel(&ram, &kernel).unwrap();
+        assert!(entry >= KERNEL_BASE);
+        let program = ElfFile::parse(embedded::WORKLOAD_ELF).unwrap();
+        let layout = ProgramLayout::plan(&program, ram.size()).unwrap();
+        load_program(&ram, &program, &layout).unwrap();
+        let mut magic = [0u8; 4];
+        ram.read(PIE_LOAD_BIAS, &mut magic).unwrap();
+        assert_eq!(&magic, b"\x7fELF");
+        release_embedded_image(embedded::WORKLOAD_ELF);
+        assert_eq!(ElfFile::parse(embedded::WORKLOAD_ELF).unwrap().entry, program.entry, "bytes come back");
+    }
+}

@@ -1,0 +1,247 @@
+//! The run loop: `KVM_RUN` until the guest ends the run, with every kind of VM exit handled
+//! and counted. Nothing the guest does can make this loop panic or spin forever: every exit
+//! either continues the guest or becomes a [`VmStop`] with a reason.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use kvm_bindings::{KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_SIMUL_EX};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use super::devices::{PortAction, PortBus};
+use super::memory::GuestRam;
+use super::VmStop;
+use crate::interrupt;
+
+const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
+
+/// An exit that needs the vCPU itself (registers) to be described, after the borrow of the
+/// exit data has ended.
+enum Pending {
+    Continue,
+    Stop(VmStop),
+    Shutdown,
+    InternalError,
+    FailEntry(u64),
+    Hlt,
+}
+
+/// Runs the vCPU until the run ends; counts exits by reason into `exits`.
+pub fn run(
+    vcpu: &mut VcpuFd,
+    bus: &mut PortBus,
+    ram: &GuestRam,
+    deadline: Instant,
+    exits: &mut BTreeMap<String, u64>,
+) -> Result<VmStop> {
+    let mut count = |reason: &str| *exits.entry(reason.to_string()).or_insert(0) += 1;
+    loop {
+        if let Some(signal) = interrupt::requested() {
+            return Ok(VmStop::Interrupted { signal });
+        }
+        if Instant::now() >= deadline {
+            return Ok(VmStop::TimedOut);
+        }
+        let pending = match vcpu.run() {
+            Ok(exit) => {
+                let now = Instant::now();
+                match exit {
+                    VcpuExit::IoOut(port, data) => {
+                        count("io");
+                        action(bus.write(port, data, ram, now))
+                    }
+                    VcpuExit::IoIn(port, data) => {
+                        count("io");
+                        action(bus.read(port, data))
+                    }
+                    VcpuExit::MmioRead(address, data) => {
+                        count("mmio");
+                        action(bus.mmio(address, "read from", data))
+                    }
+                    VcpuExit::MmioWrite(address, data) => {
+                        count("mmio");
+                        let mut ignored = data.to_vec();
+                        action(bus.mmio(address, "write to", &mut ignored))
+                    }
+                    VcpuExit::Hlt => {
+                        count("hlt");
+                        Pending::Hlt
+                    }
+                    VcpuExit::Shutdown => {
+                        count("shutdown");
+                        Pending::Shutdown
+                    }
+                    VcpuExit::InternalError => {
+                        count("internal_error");
+                        Pending::InternalError
+                    }
+                    VcpuExit::FailEntry(reason, _cpu) => {
+                        count("fail_entry");
+                        Pending::FailEntry(reason)
+                    }
+                    VcpuExit::SystemEvent(kind, _data) => {
+                        count("system_event");
+                        Pending::Stop(system_event(kind))
+                    }
+                    VcpuExit::Intr => {
+                        count("intr");
+                        Pending::Continue
+                    }
+                    other => {
+                        let name = exit_name(&other);
+                        count(&name);
+                        Pending::Stop(VmStop::KernelFault {
+                            reason: format!("the VM stopped with a VM exit cvm does not handle ({name})"),
+                        })
+                    }
+                }
+            }
+            Err(error) if error.errno() == libc::EINTR => {
+                count("intr");
+                Pending::Continue
+            }
+            Err(error) if error.errno() == libc::EAGAIN => Pending::Continue,
+            Err(error) => return Err(error).context("running the vCPU (KVM_RUN)"),
+        };
+        match pending {
+            Pending::Continue => {}
+            Pending::Stop(stop) => return Ok(stop),
+            Pending::Hlt => {
+                return Ok(VmStop::KernelFault {
+                    reason: format!(
+                        "the guest kernel halted the CPU (hlt{}) and nothing can wake it: this VM has no interrupts",
+                        where_(vcpu)
+                    ),
+                })
+            }
+            Pending::Shutdown => {
+                return Ok(VmStop::KernelFault {
+                    reason: format!(
+                        "the VM shut down (triple fault{}): the guest kernel hit an exception it could not handle",
+                        where_(vcpu)
+                    ),
+                })
+            }
+            Pending::InternalError => return Ok(VmStop::KernelFault { reason: internal_error(vcpu, ram) }),
+            Pending::FailEntry(reason) => {
+                return Ok(VmStop::KernelFault {
+                    reason: format!("KVM could not enter the guest (hardware entry failure reason {reason:#x})"),
+                })
+            }
+        }
+    }
+}
+
+fn action(port: PortAction) -> Pending {
+    match port {
+        PortAction::Continue => Pending::Continue,
+        PortAction::Stop(stop) => Pending::Stop(stop),
+    }
+}
+
+fn system_event(kind: u32) -> VmStop {
+    let what = match kind {
+        KVM_SYSTEM_EVENT_SHUTDOWN => "asked to power off",
+        KVM_SYSTEM_EVENT_RESET => "asked to reset",
+        KVM_SYSTEM_EVENT_CRASH => "reported a crash",
+        _ => "raised a system event",
+    };
+    VmStop::KernelFault { reason: format!("the guest {what} (KVM system event {kind}) before the program exited") }
+}
+
+/// " at rip 0x...", when the registers can be read.
+fn where_(vcpu: &VcpuFd) -> String {
+    vcpu.get_regs().map(|regs| format!(" at rip {:#x}", regs.rip)).unwrap_or_default()
+}
+
+/// Why KVM gave up, with the instruction bytes when it was an emulation failure.
+fn internal_error(vcpu: &mut VcpuFd, ram: &GuestRam) -> String {
+    // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the active union field.
+    let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+    let location = where_(vcpu);
+    match suberror {
+        KVM_INTERNAL_ERROR_EMULATION => {
+            let bytes = instruction_bytes(vcpu, ram);
+            format!(
+                "KVM could not emulate a guest-kernel instruction{location}{bytes}; \
+                 on this host guest kernel code is emulated and some instructions are not supported"
+            )
+        }
+        KVM_INTERNAL_ERROR_SIMUL_EX => format!("KVM hit an exception while delivering another{location}"),
+        KVM_INTERNAL_ERROR_DELIVERY_EV => format!("KVM could not deliver an event to the guest{location}"),
+        other => format!("KVM reported an internal error (suberror {other}){location}"),
+    }
+}
+
+/// " (bytes 0f c7 ...)" read through the guest's page tables, or nothing.
+fn instruction_bytes(vcpu: &VcpuFd, ram: &GuestRam) -> String {
+    let Ok(regs) = vcpu.get_regs() else { return String::new() };
+    let Ok(translation) = vcpu.translate_gva(regs.rip) else { return String::new() };
+    if translation.valid == 0 {
+        return String::new();
+    }
+    let mut bytes = [0u8; 8];
+    if ram.read(translation.physical_address, &mut bytes).is_err() {
+        return String::new();
+    }
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match instruction_name(&bytes) {
+        Some(name) => format!(" ({name}: instruction bytes {})", hex.join(" ")),
+        None => format!(" (instruction bytes {})", hex.join(" ")),
+    }
+}
+
+/// Names the instructions KVM's emulator is known to refuse, from their first bytes.
+fn instruction_name(bytes: &[u8]) -> Option<&'static str> {
+    let start = bytes.iter().position(|&b| !matches!(b, 0x40..=0x4f | 0x66 | 0xf0 | 0xf2 | 0xf3))?;
+    let modrm_reg = |at: usize| bytes.get(at).map(|m| (m >> 3) & 7);
+    match &bytes[start..] {
+        [0xcc, ..] => Some("int3"),
+        [0x0f, 0x0b, ..] => Some("ud2"),
+        [0x0f, 0x01, 0xd0, ..] => Some("xgetbv"),
+        [0x0f, 0x01, 0xd1, ..] => Some("xsetbv"),
+        [0x0f, 0xc7, ..] if modrm_reg(start + 2) == Some(1) => Some("cmpxchg16b"),
+        [0x0f, 0xae, ..] => match modrm_reg(start + 2) {
+            Some(4) => Some("xsave"),
+            Some(5) => Some("xrstor"),
+            Some(0) => Some("fxsave"),
+            Some(1) => Some("fxrstor"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn exit_name(exit: &VcpuExit) -> String {
+    match exit {
+        VcpuExit::Unknown => "unknown".into(),
+        VcpuExit::Exception => "exception".into(),
+        VcpuExit::Hypercall(_) => "hypercall".into(),
+        VcpuExit::Debug(_) => "debug".into(),
+        VcpuExit::IrqWindowOpen => "irq_window_open".into(),
+        VcpuExit::Nmi => "nmi".into(),
+        VcpuExit::X86Rdmsr(_) => "rdmsr".into(),
+        VcpuExit::X86Wrmsr(_) => "wrmsr".into(),
+        VcpuExit::MemoryFault { .. } => "memory_fault".into(),
+        VcpuExit::IoapicEoi(_) => "ioapic_eoi".into(),
+        VcpuExit::Unsupported(code) => format!("exit_{code}"),
+        other => format!("{other:?}").split('(').next().unwrap_or("other").to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instruction_name;
+
+    #[test]
+    fn names_the_instructions_the_emulator_refuses() {
+        assert_eq!(instruction_name(&[0x48, 0x0f, 0xae, 0x2f, 0x31]), Some("xrstor"));
+        assert_eq!(instruction_name(&[0xcc, 0x90]), Some("int3"));
+        assert_eq!(instruction_name(&[0xf0, 0x48, 0x0f, 0xc7, 0x0e]), Some("cmpxchg16b"));
+        assert_eq!(instruction_name(&[0x48, 0x0f, 0xc7, 0x0e]), Some("cmpxchg16b"));
+        assert_eq!(instruction_name(&[0x90]), None);
+    }
+}
