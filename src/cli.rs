@@ -74,7 +74,8 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// One workload to compare (default: hello, cpu, mem and probe).
+    /// One workload to compare, NAME or NAME:ARG such as cpu:500000 (default: hello, cpu 100000,
+    /// mem 16 and probe).
     pub workload: Option<String>,
     /// Measured runs per runtime and workload.
     #[arg(long)]
@@ -85,6 +86,12 @@ pub struct CompareArgs {
     /// Report folder (default: reports/compare-<time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Unmeasured warm-up runs per runtime and workload (default: 2 for hello, 1 otherwise).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// vm: the guest kernel, `builtin` or the path of a Linux kernel image.
+    #[arg(long, default_value = "builtin")]
+    pub kernel: String,
 }
 
 #[derive(Args, Debug)]
@@ -92,7 +99,8 @@ pub struct BenchArgs {
     /// Comma-separated runtimes (default: all three).
     #[arg(long, value_delimiter = ',')]
     pub runtimes: Option<Vec<RuntimeKind>>,
-    /// Comma-separated workloads (default: hello).
+    /// Comma-separated workloads, each NAME or NAME:ARG (for example hello,cpu:100000,mem:16;
+    /// default: hello).
     #[arg(long, value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
     /// Measured runs per cell.
@@ -101,12 +109,21 @@ pub struct BenchArgs {
     /// Unmeasured warm-up runs per cell.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// Write the results file (environment, every raw run record, summaries) as JSON.
     #[arg(long, value_name = "FILE")]
     pub export_json: Option<PathBuf>,
+    /// Write the summary tables as Markdown.
     #[arg(long, value_name = "FILE")]
     pub export_markdown: Option<PathBuf>,
+    /// Write one CSV row per measured run.
     #[arg(long, value_name = "FILE")]
     pub export_csv: Option<PathBuf>,
+    /// vm: the guest kernel, `builtin` or the path of a Linux kernel image.
+    #[arg(long, default_value = "builtin")]
+    pub kernel: String,
+    /// Kill a run (or stop its VM) after this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
 }
 
 #[derive(Args, Debug)]

@@ -6,15 +6,22 @@
 //! - measurement above it only consumes records;
 //! - [`commands`]: one module per subcommand.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod embedded;
 pub mod explain;
+pub mod export;
 pub mod host;
 pub mod interrupt;
 pub mod labs;
+pub mod output;
+pub mod plot;
 pub mod program;
 pub mod record;
+pub mod report;
+pub mod results;
 pub mod runtime;
+pub mod stats;
 pub mod units;
 pub mod vmm;

@@ -1,0 +1,65 @@
+//! `cvm compare`'s side-by-side table, the isolation facts and the runtimes that could not run.
+
+use std::fmt::Write;
+
+use super::text_table;
+use crate::report::model::ReportModel;
+use crate::report::tables;
+
+pub fn render(model: &ReportModel) -> String {
+    let mut out = String::new();
+    for machine in &model.machines {
+        let host = &machine.environment().host;
+        let _ = writeln!(
+            out,
+            "cvm compare on {} — Linux {}, {} ({} cores), KVM: {}\n",
+            machine.label,
+            host.kernel_release,
+            host.cpu_model,
+            host.cpu_count,
+            tables::describe_virtualization(&host.virtualization)
+        );
+    }
+    let _ = writeln!(out, "{}\n", text_table::render(&tables::overview_table(model), "  "));
+    let _ = writeln!(
+        out,
+        "  (medians: the typical run; in brackets: × the bare process's median, ± propagated robust σ = 1.4826·MAD)\n"
+    );
+    if let Some(table) = tables::isolation_table(model) {
+        let _ = writeln!(out, "Isolation — what the probe program saw:\n");
+        let _ = writeln!(out, "{}\n", text_table::render(&table, "  "));
+    }
+    for machine in &model.machines {
+        for (runtime, reason) in machine.unavailable() {
+            let _ = writeln!(out, "Not run: {runtime}: {reason}");
+        }
+        for cell in &machine.cells {
+            if !cell.summary.failed.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "Failed: {} of {} runs of {} on {} ({}) — excluded from the statistics",
+                    cell.summary.failed.len(),
+                    cell.summary.runs,
+                    cell.workload_label,
+                    cell.runtime,
+                    cell.summary.failed[0].reason
+                );
+            }
+            for error in &cell.errors {
+                let _ = writeln!(out, "Error: {} on {}: {error}", cell.workload_label, cell.runtime);
+            }
+            if cell.summary.total_outliers() > 0 {
+                let _ = writeln!(
+                    out,
+                    "Warning: {} of {} runs of {} on {} are outliers (modified z > 3.5): close other programs, \
+                     use more --warmup and --runs",
+                    cell.summary.total_outliers(),
+                    cell.summary.succeeded,
+                    cell.workload_label,
+                    cell.runtime
+                );
+            }
+        }
+    }
+    out
+}
