@@ -1,5 +1,6 @@
 //! `cvm run`: one program, once, in one runtime.
 
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +18,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     runtime.check_available()?;
     let record = runtime.run(&spec)?;
     if args.json {
-        println!("{}", serde_json::to_string(&record).context("serializing the run record")?);
+        let json = serde_json::to_string(&record).context("serializing the run record")?;
+        // A closed stdout (`cvm run --json | true`) is the reader's choice, not an error.
+        let _ = writeln!(std::io::stdout().lock(), "{json}");
     } else {
         print_summary(&record);
     }
