@@ -21,6 +21,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
+        reset_own_peak_rss();
         let clock = RunClock::start();
         let narrator = &spec.narrator;
         let path = spec.program.host_path()?;
@@ -64,11 +65,43 @@ impl Runtime for ProcessRuntime {
         record.phases_ns.first_output = done.first_output.map(|t| clock.since(t));
         record.phases_ns.exit = clock.since(done.exited_at);
         record.phases_ns.teardown = teardown;
-        record.memory.peak_rss_bytes = Some(done.peak_rss_bytes());
+        record.memory.peak_rss_bytes = program_peak_rss(done.peak_rss_bytes(), own_peak_rss(), &mut record.notes);
         record.cpu.user_ns = done.user_ns();
         record.cpu.system_ns = done.system_ns();
         record.phases_ns.total = teardown;
         Ok(record)
+    }
+}
+
+/// The child is started with vfork (as hyperfine does, so the baseline is the cheapest start),
+/// and Linux carries the memory high-water mark of the address space that called exec into the
+/// child's `ru_maxrss`: cvm's own. So cvm resets its own high-water mark to its current RSS just
+/// before the run (`/proc/self/clear_refs`, "5"), so earlier work (a VM's guest RAM) does not count.
+fn reset_own_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// cvm's own high-water mark (VmHWM), read after the run: it bounds what the child inherited.
+fn own_peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The program's own peak RSS when `ru_maxrss` shows it above cvm's; otherwise it is hidden
+/// under cvm's own high-water mark, and the record says so instead of reporting cvm's memory.
+fn program_peak_rss(ru_maxrss: u64, launcher_peak: Option<u64>, notes: &mut Vec<String>) -> Option<u64> {
+    match launcher_peak {
+        Some(launcher) if ru_maxrss <= launcher => {
+            notes.push(format!(
+                "peak RSS not measured: the program stayed below cvm's own {} KiB, which Linux's ru_maxrss \
+                 cannot tell apart when the child is started with vfork",
+                launcher / 1024
+            ));
+            None
+        }
+        _ => Some(ru_maxrss),
     }
 }
 
