@@ -29,20 +29,8 @@ fn exit_status_of_the_program_is_cvms() {
 #[test]
 fn bad_programs_get_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("script.sh");
-    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
-    let cases = [
-        ("/bin/sh", "dynamically linked"),
-        (script.to_str().unwrap(), "not an ELF"),
-        ("/nonexistent/program", "cannot read program"),
-    ];
-    for (path, expected) in cases {
-        let out = run_cvm(&["run", "--runtime", "process", "--binary", path]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{path}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{path}: expected one line, got:\n{stderr}");
-        assert!(stderr.contains(expected), "{path}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{path}: {stderr}");
+    for (path, expected) in common::bad_programs(dir.path()) {
+        common::assert_refused_with_one_line("process", &path, expected);
     }
 }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{cvm, require_root, run_cvm, run_json};
+use common::{cvm, require_root, run_json};
 use cvm::runtime::container::cgroup;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -87,20 +87,8 @@ fn memory_limit_below_the_need_is_an_oom_kill_as_root() {
 #[test]
 fn bad_programs_get_one_clear_line_in_a_container() {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("script.sh");
-    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
-    let cases = [
-        ("/bin/sh", "dynamically linked"),
-        (script.to_str().unwrap(), "not an ELF"),
-        ("/nonexistent/program", "cannot read program"),
-    ];
-    for (path, expected) in cases {
-        let out = run_cvm(&["run", "--runtime", "container", "--binary", path]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{path}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{path}: expected one line, got:\n{stderr}");
-        assert!(stderr.contains(expected), "{path}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{path}: {stderr}");
+    for (path, expected) in common::bad_programs(dir.path()) {
+        common::assert_refused_with_one_line("container", &path, expected);
     }
 }
 

@@ -8,8 +8,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::axis::{linear_ticks, log_ticks, significant, tick_text, AxisUnit, Quantity, TickedAxis};
-use super::frame::{axis_description, widest_label};
+use super::axis::{linear_ticks, log_ticks, significant, tick_text, AxisUnit, Quantity};
+use super::frame::axis_description;
 use super::{frame, style, PlotResult};
 
 /// The five numbers of a Tukey box plot, computed by the statistics layer.
@@ -84,17 +84,8 @@ pub fn draw<DB: DrawingBackend>(chart: &BoxPlotChart, root: &DrawingArea<DB, Shi
     let x_max = x_data_max + (x_data_max - x_min) * 0.32;
     let ticks: Vec<f64> = ticks.into_iter().filter(|t| *t <= x_data_max + 1e-9).collect();
     let rows = chart.groups.len().max(1);
-    let centers: Vec<f64> = (0..rows).map(|i| i as f64).collect();
-    let label_width = widest_label(root, chart.groups.iter().map(|g| g.label.as_str()))? + 24;
-
-    let mut cc = ChartBuilder::on(&plot_area)
-        .margin_left(12)
-        .margin_right(28)
-        .margin_bottom(6)
-        .x_label_area_size(64)
-        .y_label_area_size(label_width)
-        .build_cartesian_2d(TickedAxis::new(x_min..x_max, ticks), TickedAxis::new(-0.5..rows as f64 - 0.5, centers))
-        .plot()?;
+    let mut cc =
+        frame::row_chart(root, &plot_area, chart.groups.iter().map(|item| item.label.as_str()), x_min..x_max, ticks)?;
     let group_of = |y: &f64| -> String {
         let row = y.round() as usize;
         chart.groups.get(rows.saturating_sub(1 + row)).map_or(String::new(), |g| g.label.clone())

@@ -21,6 +21,29 @@ pub fn draw_titles<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, title: &st
 /// The plotting area of a horizontal chart: a value axis and one row per category.
 pub type RowChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<TickedAxis, TickedAxis>>;
 
+/// Builds the row chart every horizontal chart uses: `labels` top to bottom on the category
+/// axis, `x` with its `ticks` on the value axis.
+pub fn row_chart<'a, 'b, DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    plot_area: &'a DrawingArea<DB, Shift>,
+    labels: impl Iterator<Item = &'b str>,
+    x: std::ops::Range<f64>,
+    ticks: Vec<f64>,
+) -> Result<RowChart<'a, DB>> {
+    let labels: Vec<&str> = labels.collect();
+    let rows = labels.len().max(1);
+    let centers: Vec<f64> = (0..rows).map(|i| i as f64).collect();
+    let label_width = widest_label(root, labels.into_iter())? + 24;
+    ChartBuilder::on(plot_area)
+        .margin_left(12)
+        .margin_right(28)
+        .margin_bottom(6)
+        .x_label_area_size(64)
+        .y_label_area_size(label_width)
+        .build_cartesian_2d(TickedAxis::new(x, ticks), TickedAxis::new(-0.5..rows as f64 - 0.5, centers))
+        .plot()
+}
+
 /// Light bands behind the rows marked `shaded` (row 0 is the top one).
 pub fn draw_bands<DB: DrawingBackend>(
     chart: &mut RowChart<'_, DB>,

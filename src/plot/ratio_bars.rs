@@ -6,8 +6,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::axis::{linear_ticks, tick_text, value_with_uncertainty, TickedAxis};
-use super::frame::widest_label;
+use super::axis::{linear_ticks, tick_text, value_with_uncertainty};
 use super::{frame, style, PlotResult};
 
 #[derive(Clone, Debug)]
@@ -46,17 +45,8 @@ pub fn draw<DB: DrawingBackend>(chart: &RatioBarChart, root: &DrawingArea<DB, Sh
     let x_max = (highest * 1.3).max(top);
     let ticks: Vec<f64> = ticks.into_iter().filter(|t| *t <= x_max).collect();
     let rows = chart.bars.len().max(1);
-    let centers: Vec<f64> = (0..rows).map(|i| i as f64).collect();
-    let label_width = widest_label(root, chart.bars.iter().map(|b| b.label.as_str()))? + 24;
-
-    let mut cc = ChartBuilder::on(&plot_area)
-        .margin_left(12)
-        .margin_right(28)
-        .margin_bottom(6)
-        .x_label_area_size(64)
-        .y_label_area_size(label_width)
-        .build_cartesian_2d(TickedAxis::new(0.0..x_max, ticks), TickedAxis::new(-0.5..rows as f64 - 0.5, centers))
-        .plot()?;
+    let mut cc =
+        frame::row_chart(root, &plot_area, chart.bars.iter().map(|item| item.label.as_str()), 0.0..x_max, ticks)?;
     let bar_of = |y: &f64| -> String {
         let row = y.round() as usize;
         chart.bars.get(rows.saturating_sub(1 + row)).map_or(String::new(), |b| b.label.clone())

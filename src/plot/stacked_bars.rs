@@ -6,8 +6,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::axis::{linear_ticks, tick_text, AxisUnit, Quantity, TickedAxis};
-use super::frame::{axis_description, widest_label};
+use super::axis::{linear_ticks, tick_text, AxisUnit, Quantity};
+use super::frame::axis_description;
 use super::{frame, legend, style, PlotResult};
 
 #[derive(Clone, Debug)]
@@ -52,17 +52,8 @@ pub fn draw<DB: DrawingBackend>(chart: &StackedBarChart, root: &DrawingArea<DB, 
     let x_max = (max_total / unit.divisor * 1.28).max(ticks.last().copied().unwrap_or(1.0)).max(f64::MIN_POSITIVE);
     let ticks: Vec<f64> = ticks.into_iter().filter(|t| *t <= x_max).collect();
     let rows = chart.categories.len().max(1);
-    let centers: Vec<f64> = (0..rows).map(|i| i as f64).collect();
-    let label_width = widest_label(root, chart.categories.iter().map(|c| c.label.as_str()))? + 24;
-
-    let mut cc = ChartBuilder::on(&plot_area)
-        .margin_left(12)
-        .margin_right(28)
-        .margin_bottom(6)
-        .x_label_area_size(64)
-        .y_label_area_size(label_width)
-        .build_cartesian_2d(TickedAxis::new(0.0..x_max, ticks), TickedAxis::new(-0.5..rows as f64 - 0.5, centers))
-        .plot()?;
+    let mut cc =
+        frame::row_chart(root, &plot_area, chart.categories.iter().map(|item| item.label.as_str()), 0.0..x_max, ticks)?;
     let category_of = |y: &f64| -> String {
         let row = y.round() as usize;
         chart.categories.get(rows.saturating_sub(1 + row)).map_or(String::new(), |c| c.label.clone())

@@ -56,3 +56,29 @@ pub fn require_kvm() -> bool {
     let usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
     require(usable, "a readable and writable /dev/kvm")
 }
+
+/// Files that are not runnable static programs, each with words cvm's refusal must contain.
+pub fn bad_programs(dir: &std::path::Path) -> Vec<(String, &'static str)> {
+    let script = dir.join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let truncated = dir.join("truncated");
+    std::fs::write(&truncated, &cvm::embedded::WORKLOAD_ELF[..200]).unwrap();
+    vec![
+        (script.display().to_string(), "not an ELF"),
+        (truncated.display().to_string(), "truncated"),
+        ("/bin/sh".to_string(), "dynamically linked"),
+        ("/nonexistent/program".to_string(), "cannot read program"),
+    ]
+}
+
+/// `cvm run --runtime RUNTIME --binary PATH` fails with one line naming the problem, no panic
+/// and nothing on stdout.
+pub fn assert_refused_with_one_line(runtime: &str, path: &str, expected: &str) {
+    let out = run_cvm(&["run", "--runtime", runtime, "--binary", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{runtime} {path}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{runtime} {path}: expected one line, got:\n{stderr}");
+    assert!(stderr.contains(expected), "{runtime} {path}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{runtime} {path}: {stderr}");
+    assert!(out.stdout.is_empty(), "{runtime} {path}: nothing on stdout");
+}
