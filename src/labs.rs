@@ -215,15 +215,18 @@ fn check_memory(seen: &mut Observations) -> Result<Verdict> {
 }
 
 fn check_cpu_and_syscalls(seen: &mut Observations) -> Result<Verdict> {
-    let throughput = |kind| -> Result<f64> {
-        let values: Vec<f64> = (0..3)
-            .map(|_| run_ok(kind, "cpu", &["100000"]).map(|r| result_f64(&r, "ops_per_sec").unwrap_or(0.0)))
-            .collect::<Result<_>>()?;
-        Ok(median(values))
-    };
-    let (process_cpu, vm_cpu) = (throughput(RuntimeKind::Process)?, throughput(RuntimeKind::Vm)?);
+    // Alternate the two runtimes so a change in the machine's load hits both alike.
+    let (mut process_runs, mut vm_runs) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        for (kind, runs) in [(RuntimeKind::Process, &mut process_runs), (RuntimeKind::Vm, &mut vm_runs)] {
+            runs.push(result_f64(&run_ok(kind, "cpu", &["100000"])?, "ops_per_sec").unwrap_or(0.0));
+        }
+    }
+    let (process_cpu, vm_cpu) = (median(process_runs), median(vm_runs));
     let ratio = vm_cpu / process_cpu;
-    seen.note(format!("cpu: process {process_cpu:.0} rounds/s, vm {vm_cpu:.0} rounds/s (ratio {ratio:.3})"));
+    seen.note(format!(
+        "cpu: process {process_cpu:.0} rounds/s, vm {vm_cpu:.0} rounds/s (ratio {ratio:.3}, medians of 5)"
+    ));
     let per_call = |kind| -> Result<f64> {
         Ok(result_f64(&run_ok(kind, "syscall", &["5000"])?, "ns_per_call").unwrap_or(f64::NAN))
     };
