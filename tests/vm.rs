@@ -166,26 +166,13 @@ fn vm_refuses_bad_programs_with_one_line_with_kvm() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("script.sh");
-    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
-    let truncated = dir.path().join("truncated");
-    std::fs::write(&truncated, &cvm::embedded::WORKLOAD_ELF[..200]).unwrap();
     // A valid static program whose last segment wants 512 MiB of memory: it cannot fit 64 MiB.
     let oversized = dir.path().join("oversized");
     std::fs::write(&oversized, with_last_segment_memory(cvm::embedded::WORKLOAD_ELF, 512 << 20)).unwrap();
-    let cases = [
-        (script.to_str().unwrap(), "not an ELF"),
-        (truncated.to_str().unwrap(), "truncated"),
-        ("/bin/sh", "dynamically linked"),
-        (oversized.to_str().unwrap(), "--memory"),
-    ];
+    let mut cases = common::bad_programs(dir.path());
+    cases.push((oversized.display().to_string(), "--memory"));
     for (path, expected) in cases {
-        let out = run_cvm(&["run", "--runtime", "vm", "--binary", path]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{path}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{path}: expected one line, got:\n{stderr}");
-        assert!(stderr.contains(expected), "{path}: {stderr}");
-        assert!(out.stdout.is_empty(), "{path}: nothing on stdout");
+        common::assert_refused_with_one_line("vm", &path, expected);
     }
 }
 
@@ -265,6 +252,60 @@ fn vm_explain_narrates_the_boot_with_kvm() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     for expected in ["KVM_CREATE_VM", "page tables", "long mode", "KVM_RUN"] {
         assert!(stderr.contains(expected), "missing {expected}:\n{stderr}");
+    }
+}
+
+/// A static ET_EXEC program at 0x400000 made of `code` alone (entry at its first byte).
+fn tiny_program(code: &[u8]) -> tempfile::TempPath {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let total = HEADERS + code.len() as u64;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&62u16.to_le_bytes()); // x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R X
+    for word in [0, BASE, BASE, total, total, 0x1000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(code);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &elf).unwrap();
+    file.into_temp_path()
+}
+
+#[test]
+fn null_pointer_write_is_a_segfault_with_kvm() {
+    let _one_at_a_time = one_at_a_time();
+    if !require_kvm() {
+        return;
+    }
+    // A system call first: on PVM hosts the first one makes the guest kernel open its memory
+    // below USER_BASE to ring 3 (guest/kernel/src/cpu.rs), which must leave page 0 and the
+    // page tables closed. Then the access, then exit_group(0), which must not be reached.
+    let getpid = [0xb8, 39, 0, 0, 0, 0x0f, 0x05]; // mov eax, 39; syscall
+    let exit_group = [0xb8, 231, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05]; // mov eax, 231; xor edi, edi; syscall
+    let cases: [(&[u8], &str); 2] = [
+        (&[0xc7, 0x04, 0x25, 0x08, 0, 0, 0, 1, 0, 0, 0], "writing 0x8"), // mov dword [8], 1
+        (&[0x8b, 0x04, 0x25, 0x00, 0x80, 0, 0], "reading 0x8000"),       // mov eax, [0x8000]: a page table
+    ];
+    for (access, expected) in cases {
+        let program = tiny_program(&[&getpid[..], access, &exit_group].concat());
+        let record = run_vm(&["--binary", program.to_str().unwrap()]);
+        assert_eq!(record["outcome"], "guest_program_fault", "{expected}: {record}");
+        assert_eq!(record["exit_code"], 139, "{expected}: {record}");
+        assert_eq!(record["signal"], 11, "{expected}: {record}");
+        assert!(record["reason"].as_str().unwrap().contains(expected), "{expected}: {record}");
+        assert_eq!(record["guest"]["syscalls"]["getpid"], 1, "{expected}: {record}");
     }
 }
 

@@ -134,9 +134,10 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
     narrator.step(|| {
         format!(
             "vm: copied the guest kernel ({} KiB, entry {:#x}) and the program ({} KiB, {}) to {:#x} in guest \
-             RAM, then wrote page tables that map all guest RAM 1:1 with 2 MiB pages: the first 4 MiB for the kernel only, the rest \
-             for the program. A real kernel does this work itself while booting; here the VMM does it beforehand \
-             because every guest-kernel instruction is expensive on a nested host{}.",
+             RAM, then wrote page tables that map all guest RAM 1:1: the first 4 MiB for the kernel only (page 0 \
+             left unmapped, so NULL pointers fault), the rest for the program with 2 MiB pages. A real kernel does \
+             this work itself while booting; here the VMM does it beforehand because every guest-kernel \
+             instruction is expensive on a nested host{}.",
             request.kernel.len() >> 10,
             kernel_entry,
             request.program.len() >> 10,

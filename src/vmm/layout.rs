@@ -1,8 +1,9 @@
 //! The guest-physical memory map, as the guest ABI fixes it, plus the limits of the VMM.
 //!
 //! ```text
-//! 0x0000_0500  boot GDT (VMM)              0x0040_0000  USER_BASE: program (ET_EXEC at its
-//! 0x0000_1000  BootInfo                                 addresses, static-pie at PIE_LOAD_BIAS)
+//! 0x0000_0000  page 0: not mapped          0x0040_0000  USER_BASE: program (ET_EXEC at its
+//! 0x0000_0500  boot GDT (VMM, never read)               addresses, static-pie at PIE_LOAD_BIAS)
+//! 0x0000_1000  BootInfo
 //! 0x0000_2000  SyscallCounts (2 pages)     brk_start .. brk_limit      program break
 //! 0x0000_8000  page tables (VMM)           brk_limit .. mmap_top       anonymous mmap
 //! 0x0010_0000  guest kernel image          stack_bottom .. ram_size    user stack (1 MiB)
@@ -20,7 +21,7 @@ pub const DEFAULT_RAM_BYTES: u64 = 64 << 20;
 pub const MIN_RAM_BYTES: u64 = 8 << 20;
 /// Largest guest RAM cvm accepts (the page-table area could map more; nobody needs it here).
 pub const MAX_RAM_BYTES: u64 = 64 << 30;
-/// Guest RAM is mapped with 2 MiB pages, so its size is a multiple of this.
+/// Guest RAM from USER_BASE up is mapped with 2 MiB pages, so its size is a multiple of this.
 pub const LARGE_PAGE_SIZE: u64 = 2 << 20;
 /// Room the program must at least have for its break and mmap area.
 pub const MIN_HEAP_BYTES: u64 = 1 << 20;

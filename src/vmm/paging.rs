@@ -1,9 +1,20 @@
 //! The guest's page tables, built by the VMM before the first instruction runs.
 //!
-//! Identity mapping (virtual == physical) of all guest RAM with 2 MiB pages: everything below
-//! [`USER_BASE`] is supervisor-only (the kernel, its tables and stack), everything above is
-//! user read/write/execute. Built once, up front, so the guest kernel never edits page tables:
-//! `brk` and `mmap` only hand out addresses that are already mapped.
+//! Identity mapping (virtual == physical) of all guest RAM. Everything below [`USER_BASE`] is
+//! supervisor-only (the kernel, its tables and stack), everything above is user
+//! read/write/execute. The first 2 MiB are mapped with 4 KiB pages so that page 0 can be left
+//! out (a NULL pointer faults); the rest uses 2 MiB pages. Built once, up front, so the guest
+//! kernel never edits page tables: `brk` and `mmap` only hand out addresses already mapped.
+//!
+//! Why 4 KiB pages there: on nested PVM hosts the guest kernel sets the U bit on the entries
+//! for [0, USER_BASE) at its first system call (its `syscall` handler runs with user page
+//! permissions, see guest/kernel/src/cpu.rs `open_kernel_to_ring3`). A 2 MiB entry opens all of
+//! it, page 0 included; of 4 KiB entries it leaves page 0 and the page tables closed, so a
+//! program's NULL-pointer access still ends in SIGSEGV there. Only the first 2 MiB (which hold
+//! both) get them, and the VMM sets the U bit on those 4 KiB entries up front (all but the page
+//! tables; page 0 is absent): the directory entry above them stays supervisor-only, so on
+//! hardware KVM nothing changes, while on PVM the kernel only has to open the directory entry
+//! instead of walking 512 entries at emulated CPL0 (about 6 ms).
 
 use anyhow::{ensure, Result};
 
@@ -17,13 +28,25 @@ const LARGE: u64 = 1 << 7;
 
 const ENTRIES: u64 = 512;
 const GIB: u64 = 1 << 30;
+/// 2 MiB regions at the bottom of RAM mapped by page tables of 4 KiB pages: the first one,
+/// which holds page 0 and the page tables.
+const KERNEL_PAGE_TABLES: u64 = 1;
 
 /// Guest-physical address of the top-level table (the value for CR3).
 pub const PML4_ADDR: u64 = PAGE_TABLES_ADDR;
 const PDPT_ADDR: u64 = PAGE_TABLES_ADDR + PAGE_SIZE;
-const FIRST_PD_ADDR: u64 = PAGE_TABLES_ADDR + 2 * PAGE_SIZE;
+/// The page tables of 4 KiB pages, one per 2 MiB.
+const FIRST_PT_ADDR: u64 = PAGE_TABLES_ADDR + 2 * PAGE_SIZE;
+const FIRST_PD_ADDR: u64 = FIRST_PT_ADDR + KERNEL_PAGE_TABLES * PAGE_SIZE;
 
-/// The tables as bytes, starting at [`PML4_ADDR`]: PML4, PDPT, then one PD per GiB of RAM.
+const _: () = assert!(
+    USER_BASE.is_multiple_of(LARGE_PAGE_SIZE)
+        && KERNEL_PAGE_TABLES * LARGE_PAGE_SIZE <= USER_BASE
+        && PAGE_TABLES_END <= KERNEL_PAGE_TABLES * LARGE_PAGE_SIZE
+);
+
+/// The tables as bytes, starting at [`PML4_ADDR`]: PML4, PDPT, the page table of the first
+/// 2 MiB, then one PD per GiB of RAM.
 pub fn build(ram_size: u64) -> Result<Vec<u8>> {
     let directories = ram_size.div_ceil(GIB);
     ensure!(
@@ -31,16 +54,32 @@ pub fn build(ram_size: u64) -> Result<Vec<u8>> {
         "guest RAM of {} GiB needs more page tables than the guest ABI reserves",
         ram_size / GIB
     );
-    let mut tables = vec![0u64; ((2 + directories) * ENTRIES) as usize];
+    let table_index = |address: u64| ((address - PAGE_TABLES_ADDR) / 8) as usize;
+    let mut tables = vec![0u64; table_index(FIRST_PD_ADDR + directories * PAGE_SIZE)];
     tables[0] = PDPT_ADDR | PRESENT | WRITABLE | USER;
     for directory in 0..directories {
-        tables[(ENTRIES + directory) as usize] = (FIRST_PD_ADDR + directory * PAGE_SIZE) | PRESENT | WRITABLE | USER;
+        tables[table_index(PDPT_ADDR) + directory as usize] =
+            (FIRST_PD_ADDR + directory * PAGE_SIZE) | PRESENT | WRITABLE | USER;
     }
-    let large_pages = ram_size / LARGE_PAGE_SIZE;
-    for page in 0..large_pages {
+    let first_pde = table_index(FIRST_PD_ADDR);
+    // 4 KiB pages, supervisor-only through their directory entry, page 0 not present. The
+    // entries themselves carry U (but for the page tables), ready for the PVM opener.
+    for table in 0..KERNEL_PAGE_TABLES {
+        let table_address = FIRST_PT_ADDR + table * PAGE_SIZE;
+        tables[first_pde + table as usize] = table_address | PRESENT | WRITABLE;
+        for page in 0..ENTRIES {
+            let address = table * LARGE_PAGE_SIZE + page * PAGE_SIZE;
+            let opener_ready = if (PAGE_TABLES_ADDR..PAGE_TABLES_END).contains(&address) { 0 } else { USER };
+            if address != 0 {
+                tables[table_index(table_address) + page as usize] = address | PRESENT | WRITABLE | opener_ready;
+            }
+        }
+    }
+    // The rest: 2 MiB pages, user read/write/execute from USER_BASE up.
+    for page in KERNEL_PAGE_TABLES..ram_size / LARGE_PAGE_SIZE {
         let address = page * LARGE_PAGE_SIZE;
         let access = if address >= USER_BASE { USER } else { 0 };
-        tables[(2 * ENTRIES + page) as usize] = address | PRESENT | WRITABLE | LARGE | access;
+        tables[first_pde + page as usize] = address | PRESENT | WRITABLE | LARGE | access;
     }
     Ok(tables.iter().flat_map(|entry| entry.to_le_bytes()).collect())
 }
@@ -55,28 +94,77 @@ pub fn install(ram: &GuestRam) -> Result<u64> {
 mod tests {
     use super::*;
 
-    fn entry(tables: &[u8], index: usize) -> u64 {
-        u64::from_le_bytes(tables[index * 8..index * 8 + 8].try_into().unwrap())
+    fn entry(tables: &[u8], address: u64) -> u64 {
+        let at = (address - PAGE_TABLES_ADDR) as usize;
+        u64::from_le_bytes(tables[at..at + 8].try_into().unwrap())
+    }
+
+    /// The entry for `address` in the table at `table`, at the level whose entries cover `span`.
+    fn entry_for(tables: &[u8], table: u64, address: u64, span: u64) -> u64 {
+        entry(tables, table + (address / span % ENTRIES) * 8)
+    }
+
+    /// Walks the tables like the MMU: the final entry for `address` and whether every level
+    /// allows user access.
+    fn walk(tables: &[u8], address: u64) -> Option<(u64, bool)> {
+        let mask = 0x000f_ffff_ffff_f000;
+        let present = |e: u64| (e & PRESENT != 0).then_some(e);
+        let pml4e = present(entry_for(tables, PML4_ADDR, address, 512 * GIB))?;
+        let pdpte = present(entry_for(tables, pml4e & mask, address, GIB))?;
+        let pde = present(entry_for(tables, pdpte & mask, address, LARGE_PAGE_SIZE))?;
+        let last = if pde & LARGE != 0 { pde } else { present(entry_for(tables, pde & mask, address, PAGE_SIZE))? };
+        let user = [pml4e, pdpte, pde, last].iter().all(|e| e & USER != 0);
+        Some((last, user))
     }
 
     #[test]
     fn kernel_is_supervisor_and_user_region_is_user() {
         let tables = build(64 << 20).unwrap();
-        assert_eq!(tables.len(), 3 * 4096);
-        assert_eq!(entry(&tables, 0), PDPT_ADDR | 0b111);
-        assert_eq!(entry(&tables, 512), FIRST_PD_ADDR | 0b111);
-        // 0 and 2 MiB: the kernel's 4 MiB, not reachable from CPL3.
-        assert_eq!(entry(&tables, 1024), PRESENT | WRITABLE | LARGE);
-        assert_eq!(entry(&tables, 1025), (2 << 20) | PRESENT | WRITABLE | LARGE);
-        assert_eq!(entry(&tables, 1026), (4 << 20) | PRESENT | WRITABLE | LARGE | USER);
-        assert_eq!(entry(&tables, 1024 + 31), (62 << 20) | PRESENT | WRITABLE | LARGE | USER);
-        assert_eq!(entry(&tables, 1024 + 32), 0, "nothing beyond RAM is mapped");
+        // PML4, PDPT, one page table, one PD.
+        assert_eq!(tables.len(), 4 * 4096);
+        assert_eq!(entry(&tables, PML4_ADDR), PDPT_ADDR | 0b111);
+        assert_eq!(entry(&tables, PDPT_ADDR), FIRST_PD_ADDR | 0b111);
+        // 0 and 2 MiB: the kernel's 4 MiB, not reachable from CPL3; the first 2 MiB in 4 KiB pages.
+        assert_eq!(entry(&tables, FIRST_PD_ADDR), FIRST_PT_ADDR | PRESENT | WRITABLE);
+        assert_eq!(entry(&tables, FIRST_PT_ADDR), 0, "page 0");
+        assert_eq!(entry(&tables, FIRST_PT_ADDR + 8), 0x1000 | PRESENT | WRITABLE | USER);
+        assert_eq!(entry(&tables, FIRST_PT_ADDR + 8 * 8), 0x8000 | PRESENT | WRITABLE, "page tables");
+        assert_eq!(entry(&tables, FIRST_PT_ADDR + 511 * 8), 0x1f_f000 | PRESENT | WRITABLE | USER);
+        assert_eq!(entry(&tables, FIRST_PD_ADDR + 8), (2 << 20) | PRESENT | WRITABLE | LARGE);
+        assert_eq!(entry(&tables, FIRST_PD_ADDR + 16), (4 << 20) | PRESENT | WRITABLE | LARGE | USER);
+        assert_eq!(entry(&tables, FIRST_PD_ADDR + 31 * 8), (62 << 20) | PRESENT | WRITABLE | LARGE | USER);
+        assert_eq!(entry(&tables, FIRST_PD_ADDR + 32 * 8), 0, "nothing beyond RAM is mapped");
+    }
+
+    #[test]
+    fn page_zero_is_not_mapped_and_the_rest_is_identity() {
+        let tables = build(8 << 20).unwrap();
+        assert_eq!(walk(&tables, 0), None, "page 0");
+        assert_eq!(walk(&tables, 0xfff), None, "page 0");
+        for address in (PAGE_SIZE..LARGE_PAGE_SIZE).step_by(PAGE_SIZE as usize) {
+            let (last, user) = walk(&tables, address).unwrap();
+            assert_eq!((last & !USER, user), (address | PRESENT | WRITABLE, false), "{address:#x}");
+        }
+        let (last, user) = walk(&tables, USER_BASE - 1).unwrap();
+        assert_eq!((last, user), ((2 << 20) | PRESENT | WRITABLE | LARGE, false));
+        for address in (USER_BASE..8 << 20).step_by(PAGE_SIZE as usize) {
+            let (last, user) = walk(&tables, address).unwrap();
+            assert!(user, "{address:#x}");
+            assert_eq!(last & !(LARGE_PAGE_SIZE - 1), address & !(LARGE_PAGE_SIZE - 1));
+        }
+        assert_eq!(walk(&tables, 8 << 20), None);
     }
 
     #[test]
     fn several_gibibytes_use_one_directory_each() {
         let tables = build(3 << 30).unwrap();
-        assert_eq!(tables.len(), 5 * 4096);
-        assert_eq!(entry(&tables, 514), (FIRST_PD_ADDR + 2 * 4096) | 0b111);
+        assert_eq!(tables.len(), 6 * 4096);
+        assert_eq!(entry(&tables, PDPT_ADDR + 16), (FIRST_PD_ADDR + 2 * 4096) | 0b111);
+        assert_eq!(walk(&tables, (3 << 30) - 1).map(|(_, user)| user), Some(true));
+    }
+
+    #[test]
+    fn the_largest_ram_fits_the_reserved_area() {
+        assert!(build(super::super::layout::MAX_RAM_BYTES).is_ok());
     }
 }

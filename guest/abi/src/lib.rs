@@ -8,8 +8,10 @@
 //!
 //! - guest RAM is one region at guest-physical 0; addresses below [`USER_BASE`] belong to the
 //!   kernel and are mapped supervisor-only; [`USER_BASE`]..`ram_size` is mapped user
-//!   read/write/execute. All mappings are identity (guest-virtual == guest-physical) and are
-//!   created up front, so `brk`/`mmap` never change page tables;
+//!   read/write/execute, except page 0, which is not mapped at all (NULL pointers fault; the
+//!   boot GDT there is never read once the kernel runs on its own GDT). All mappings are
+//!   identity (guest-virtual == guest-physical) and are created up front, so `brk`/`mmap`
+//!   never change page tables;
 //! - the kernel ELF is loaded at its physical addresses (linked at [`KERNEL_BASE`]);
 //! - the program ELF is loaded (ET_EXEC at its addresses, static-pie ET_DYN at
 //!   [`PIE_LOAD_BIAS`]) and its initial stack (argc, argv, envp, auxv, AT_RANDOM bytes) is built;

@@ -192,9 +192,11 @@ pub fn open_kernel_to_ring3() {
                 continue;
             }
             *pde |= USER;
-            if *pde & LARGE == 0 {
-                // 4 KiB pages: the null page and the page tables can stay closed.
-                let pt = *pde & ADDRESS_MASK;
+            // 4 KiB pages: the null page and the page tables stay closed. cvm's VMM sets U on
+            // the other entries up front (its directory entry keeps them closed on hardware),
+            // which spares 512 emulated iterations here.
+            let pt = *pde & ADDRESS_MASK;
+            if *pde & LARGE == 0 && *entry(pt, 1) & USER == 0 {
                 for pte in 0..512 {
                     let address = index << 21 | pte << 12;
                     let page_tables = (PAGE_TABLES_ADDR..PAGE_TABLES_END).contains(&address);
