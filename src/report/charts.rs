@@ -139,10 +139,16 @@ fn memory(model: &ReportModel) -> Option<Chart> {
                 RuntimeKind::Vm if overhead > 0.0 || touched > 0.0 => vec![0.0, overhead, touched],
                 _ => vec![rss, overhead, touched],
             };
+            // No figure is not zero: the process runtime records none when the program stayed
+            // below cvm's own high-water mark (the run records say so in their notes).
+            let annotation = values
+                .iter()
+                .all(|v| *v <= 0.0)
+                .then(|| "not measured: the program stayed below cvm's own RSS".to_string());
             categories.push(StackedCategory {
                 label: format!("{workload} · {}", model.series_label(machine, cell.runtime)),
                 values,
-                annotation: None,
+                annotation,
                 shaded: group % 2 == 1,
             });
         }

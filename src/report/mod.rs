@@ -214,8 +214,10 @@ fn method(model: &ReportModel) -> Vec<String> {
             .into(),
         "Memory: **peak RSS** of the program (process, container) or of the VMM process (vm); **runtime overhead** = \
          the container's cgroup peak minus the program's RSS, or the VMM's RSS outside the guest-RAM mapping; \
-         **guest memory touched** = guest pages actually populated (vm). CPU time is user and system time the host \
-         charged for the run."
+         **guest memory touched** = guest pages actually populated (vm). The process runtime starts the program \
+         with vfork, and Linux then folds cvm's own high-water mark into the child's peak RSS; when the program \
+         stays below it, no figure is recorded (\"not measured\") rather than cvm's memory. CPU time is user and \
+         system time the host charged for the run."
             .into(),
         "Throughput is the workload's own figure (operations per second it timed itself, `ops_per_sec` in its \
          `CVM-RESULT` line), so it excludes start-up."
