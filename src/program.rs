@@ -166,6 +166,23 @@ mod tests {
     }
 
     #[test]
+    fn any_prefix_or_corrupted_header_is_an_error_not_a_panic() {
+        let elf = embedded::WORKLOAD_ELF;
+        for len in (0..8192).step_by(3) {
+            let _ = check_static_elf(&elf[..len]);
+        }
+        let mut corrupt = elf[..4096].to_vec();
+        for at in 0..64 {
+            for value in [0x00, 0x7f, 0xff] {
+                let saved = corrupt[at];
+                corrupt[at] = value;
+                let _ = check_static_elf(&corrupt);
+                corrupt[at] = saved;
+            }
+        }
+    }
+
+    #[test]
     fn refuses_dynamic_programs() {
         let dynamic = std::fs::read("/bin/sh").unwrap();
         assert!(check_static_elf(&dynamic).unwrap_err().to_string().contains("dynamically linked"));
