@@ -58,34 +58,6 @@ fn vm_counts_the_system_calls_it_served_with_kvm() {
     assert_eq!(syscalls["arch_prctl"], 1, "{syscalls}");
 }
 
-/// A minimal static ELF (ET_EXEC at 0x400000, one RX segment) running `code`.
-fn tiny_program(code: &[u8]) -> tempfile::TempPath {
-    const BASE: u64 = 0x40_0000;
-    const HEADERS: u64 = 64 + 56;
-    let total = HEADERS + code.len() as u64;
-    let mut elf = Vec::new();
-    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&62u16.to_le_bytes()); // x86-64
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
-    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
-    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
-    elf.extend_from_slice(&0u32.to_le_bytes());
-    for half in [64u16, 56, 1, 64, 0, 0] {
-        elf.extend_from_slice(&half.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
-    }
-    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    elf.extend_from_slice(&5u32.to_le_bytes()); // R X
-    for word in [0, BASE, BASE, total, total, 0x1000] {
-        elf.extend_from_slice(&word.to_le_bytes());
-    }
-    elf.extend_from_slice(code);
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &elf).unwrap();
-    file.into_temp_path()
-}
-
 /// Machine code: `syscall(number, arg0, arg1, arg2)`, then exit with the negated result
 /// (so an error answer becomes the exit status).
 fn call_then_exit_with_errno(number: u32, arg0: u32, arg1: u32, arg2: u32) -> Vec<u8> {
@@ -108,7 +80,7 @@ const ENOSYS: u64 = 38;
 const SIGILL: u64 = 4;
 
 fn run_tiny(code: &[u8]) -> serde_json::Value {
-    let program = tiny_program(code);
+    let program = common::tiny_program(code);
     run_vm(&["--binary", program.to_str().unwrap()])
 }
 

@@ -255,34 +255,6 @@ fn vm_explain_narrates_the_boot_with_kvm() {
     }
 }
 
-/// A static ET_EXEC program at 0x400000 made of `code` alone (entry at its first byte).
-fn tiny_program(code: &[u8]) -> tempfile::TempPath {
-    const BASE: u64 = 0x40_0000;
-    const HEADERS: u64 = 64 + 56;
-    let total = HEADERS + code.len() as u64;
-    let mut elf = Vec::new();
-    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&62u16.to_le_bytes()); // x86-64
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
-    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
-    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
-    elf.extend_from_slice(&0u32.to_le_bytes());
-    for half in [64u16, 56, 1, 64, 0, 0] {
-        elf.extend_from_slice(&half.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
-    }
-    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    elf.extend_from_slice(&5u32.to_le_bytes()); // R X
-    for word in [0, BASE, BASE, total, total, 0x1000] {
-        elf.extend_from_slice(&word.to_le_bytes());
-    }
-    elf.extend_from_slice(code);
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &elf).unwrap();
-    file.into_temp_path()
-}
-
 #[test]
 fn null_pointer_write_is_a_segfault_with_kvm() {
     let _one_at_a_time = one_at_a_time();
@@ -299,7 +271,7 @@ fn null_pointer_write_is_a_segfault_with_kvm() {
         (&[0x8b, 0x04, 0x25, 0x00, 0x80, 0, 0], "reading 0x8000"),       // mov eax, [0x8000]: a page table
     ];
     for (access, expected) in cases {
-        let program = tiny_program(&[&getpid[..], access, &exit_group].concat());
+        let program = common::tiny_program(&[&getpid[..], access, &exit_group].concat());
         let record = run_vm(&["--binary", program.to_str().unwrap()]);
         assert_eq!(record["outcome"], "guest_program_fault", "{expected}: {record}");
         assert_eq!(record["exit_code"], 139, "{expected}: {record}");

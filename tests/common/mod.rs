@@ -82,3 +82,31 @@ pub fn assert_refused_with_one_line(runtime: &str, path: &str, expected: &str) {
     assert!(!stderr.contains("panicked"), "{runtime} {path}: {stderr}");
     assert!(out.stdout.is_empty(), "{runtime} {path}: nothing on stdout");
 }
+
+/// A minimal static ELF (ET_EXEC at 0x400000, one RX segment) running `code`.
+pub fn tiny_program(code: &[u8]) -> tempfile::TempPath {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let total = HEADERS + code.len() as u64;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&62u16.to_le_bytes()); // x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R X
+    for word in [0, BASE, BASE, total, total, 0x1000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(code);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &elf).unwrap();
+    file.into_temp_path()
+}
