@@ -109,68 +109,28 @@ impl PortBus {
     /// An access to guest-physical `address` outside RAM: there are no MMIO devices.
     pub fn mmio(&mut self, address: u64, access: &str, data: &mut [u8]) -> PortAction {
         data.fill(0xff);
-        match self.unknown_ports {
-            UnknownPorts::Ignore => {
-                self.ignored += 1;
-                PortAction::Continue
-            }
-            UnknownPorts::Refuse => PortAction::Stop(VmStop::UnhandledDevice {
-                reason: format!(
-                    "the guest made a {}-byte {access} address {address:#x}, which is neither guest RAM nor a device (MMIO)",
-                    data.len()
-                ),
-            }),
-        }
+        let width = data.len();
+        self.refuse_or_ignore(|| {
+            format!(
+                "the guest made a {width}-byte {access} address {address:#x}, which is neither guest RAM nor a device (MMIO)"
+            )
+        })
     }
 
     fn unknown(&mut self, address: u16, access: &str, width: usize) -> PortAction {
+        self.refuse_or_ignore(|| {
+            format!("the guest made a {width}-byte {access} I/O port {address:#x}, where this VM has no device")
+        })
+    }
+
+    /// What an access no device answers does: ignored (counted) or the end of the run.
+    fn refuse_or_ignore(&mut self, reason: impl FnOnce() -> String) -> PortAction {
         match self.unknown_ports {
             UnknownPorts::Ignore => {
                 self.ignored += 1;
                 PortAction::Continue
             }
-            UnknownPorts::Refuse => PortAction::Stop(VmStop::UnhandledDevice {
-                reason: format!(
-                    "the guest made a {}-byte {access} I/O port {address:#x}, where this VM has no device",
-                    width
-                ),
-            }),
+            UnknownPorts::Refuse => PortAction::Stop(VmStop::UnhandledDevice { reason: reason() }),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_values_are_little_endian() {
-        assert_eq!(port_value(&[0x2a]), 42);
-        assert_eq!(port_value(&[0x00, 0x10, 0x20, 0x00]), 0x0020_1000);
-    }
-
-    #[test]
-    fn unknown_ports_end_the_run_or_are_ignored() {
-        let ram = GuestRam::new(8 << 20).unwrap();
-        let mut strict = PortBus::new(false, UnknownPorts::Refuse);
-        match strict.write(0x1234, &[1], &ram, Instant::now()) {
-            PortAction::Stop(VmStop::UnhandledDevice { reason }) => assert!(reason.contains("0x1234"), "{reason}"),
-            other => panic!("unexpected {other:?}"),
-        }
-        let mut lenient = PortBus::new(false, UnknownPorts::Ignore);
-        let mut data = [0u8; 2];
-        assert!(matches!(lenient.read(0x61, &mut data), PortAction::Continue));
-        assert_eq!(data, [0xff, 0xff]);
-        assert_eq!(lenient.ignored, 1);
-    }
-
-    #[test]
-    fn exit_port_ends_the_run_with_the_status() {
-        let ram = GuestRam::new(8 << 20).unwrap();
-        let mut bus = PortBus::new(false, UnknownPorts::Refuse);
-        assert!(matches!(
-            bus.write(port::EXIT, &[42, 0, 0, 0], &ram, Instant::now()),
-            PortAction::Stop(VmStop::Exited { status: 42 })
-        ));
     }
 }
