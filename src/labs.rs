@@ -116,17 +116,8 @@ fn result_f64(record: &RunRecord, key: &str) -> Option<f64> {
     record.result.as_ref()?.get(key)?.as_f64()
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
+fn median(values: Vec<f64>) -> f64 {
+    crate::stats::summary::median(&values).unwrap_or(f64::NAN)
 }
 
 fn check_two_kernels(seen: &mut Observations) -> Result<Verdict> {
