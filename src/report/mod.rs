@@ -214,9 +214,10 @@ fn method(model: &ReportModel) -> Vec<String> {
             .into(),
         "Memory: **peak RSS** of the program (process, container) or of the VMM process (vm); **runtime overhead** = \
          the container's cgroup peak minus the program's RSS, or the VMM's RSS outside the guest-RAM mapping; \
-         **guest memory touched** = guest pages actually populated (vm). The process runtime starts the program \
-         with vfork, and Linux then folds cvm's own high-water mark into the child's peak RSS; when the program \
-         stays below it, no figure is recorded (\"not measured\") rather than cvm's memory. CPU time is user and \
+         **guest memory touched** = guest pages actually populated (vm). The program's peak RSS comes from the \
+         kernel's taskstats exit record of the program (as root); without it, from rusage, which for a program \
+         started with vfork also holds cvm's own high-water mark, so a program below it gets no figure \
+         (\"not measured\") rather than cvm's memory. CPU time is user and \
          system time the host charged for the run."
             .into(),
         "Throughput is the workload's own figure (operations per second it timed itself, `ops_per_sec` in its \

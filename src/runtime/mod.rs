@@ -4,6 +4,7 @@
 pub mod container;
 pub mod process;
 pub mod supervise;
+pub mod taskstats;
 pub mod vm;
 
 use std::time::{Duration, Instant};

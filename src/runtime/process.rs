@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 
 use super::supervise::{output_pipe, supervise};
-use super::{RunClock, RunSpec, Runtime};
+use super::{taskstats, RunClock, RunSpec, Runtime};
 use crate::record::{Outcome, RunRecord, RuntimeKind};
 
 pub struct ProcessRuntime;
@@ -21,6 +21,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
+        let taskstats = taskstats::ensure_listening();
         reset_own_peak_rss();
         let clock = RunClock::start();
         let narrator = &spec.narrator;
@@ -65,7 +66,12 @@ impl Runtime for ProcessRuntime {
         record.phases_ns.first_output = done.first_output.map(|t| clock.since(t));
         record.phases_ns.exit = clock.since(done.exited_at);
         record.phases_ns.teardown = teardown;
-        record.memory.peak_rss_bytes = program_peak_rss(done.peak_rss_bytes(), own_peak_rss(), &mut record.notes);
+        // The kernel's exit record of the program has its own peak; without it (not root),
+        // ru_maxrss, which vfork mixes with cvm's own.
+        record.memory.peak_rss_bytes = match taskstats.then(|| taskstats::peak_rss_of(pid)).flatten() {
+            Some(peak) => Some(peak),
+            None => program_peak_rss(done.peak_rss_bytes(), own_peak_rss(), &mut record.notes),
+        };
         record.cpu.user_ns = done.user_ns();
         record.cpu.system_ns = done.system_ns();
         record.phases_ns.total = teardown;

@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 
 use super::process::{describe_end, outcome, reason};
 use super::supervise::{output_pipe, supervise, Supervised};
-use super::{RunClock, RunSpec, Runtime};
+use super::{taskstats, RunClock, RunSpec, Runtime};
 use crate::record::{ContainerInfo, Outcome, RunRecord, RuntimeKind};
 use crate::units::format_bytes;
 use cgroup::{Limits, Placement, RunCgroup, Usage};
@@ -67,6 +67,7 @@ pub fn running_as_root() -> bool {
 }
 
 fn run_container(spec: &RunSpec) -> Result<RunRecord> {
+    let taskstats = taskstats::ensure_listening();
     let clock = RunClock::start();
     let anchor = ClockAnchor::now();
     let deadline = clock.started_at() + spec.timeout;
@@ -144,6 +145,7 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
     }
     let done = supervise(child.pid, output, deadline, spec.echo_output)?;
     child.reaped = true;
+    let program_pid = child.pid;
     drop((child, go));
     // Every process of the container is gone: the report pipe has no writer left.
     while let Some(next) = sync::next_report(&report, None)? {
@@ -175,9 +177,21 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
     let oom_killed = was_oom_killed(&done, &usage, limits);
     narrator.step(|| narration::end(&done, oom_killed, cgroup_path.as_deref()));
     let teardown = clock.now_ns();
+    // The program is the first process after execve: its exit record has its own peak RSS.
+    let program_peak = taskstats.then(|| taskstats::peak_rss_of(program_pid)).flatten();
 
     let cgroup_version = if cgroup_path.is_some() { hierarchy.version() } else { "none" };
-    let ended = Ended { done, usage, oom_killed, setup, teardown, rootfs: rootfs_kind, cgroup_version, cgroup_path };
+    let ended = Ended {
+        done,
+        usage,
+        oom_killed,
+        setup,
+        teardown,
+        rootfs: rootfs_kind,
+        cgroup_version,
+        cgroup_path,
+        program_peak,
+    };
     let mut record = ended.record(spec, &clock, limits);
     if let Some(info) = record.container.as_mut() {
         info.namespaces = namespaces::names(&namespaces);
@@ -199,11 +213,14 @@ struct Ended {
     rootfs: Option<RootfsKind>,
     cgroup_version: &'static str,
     cgroup_path: Option<String>,
+    /// The program's own peak RSS from taskstats; None: rusage's.
+    program_peak: Option<u64>,
 }
 
 impl Ended {
     fn record(self, spec: &RunSpec, clock: &RunClock, limits: Limits) -> RunRecord {
-        let Ended { done, usage, oom_killed, setup, teardown, rootfs, cgroup_version, cgroup_path } = self;
+        let Ended { done, usage, oom_killed, setup, teardown, rootfs, cgroup_version, cgroup_path, program_peak } =
+            self;
         let mut record = RunRecord::new(RuntimeKind::Container, "host", &spec.program.label(), &spec.args);
         record.set_output(&done.output);
         record.exit_code = done.exit_code();
@@ -216,7 +233,7 @@ impl Ended {
         record.phases_ns.exit = clock.since(done.exited_at);
         record.phases_ns.teardown = teardown;
         record.phases_ns.total = teardown;
-        let peak_rss = done.peak_rss_bytes();
+        let peak_rss = program_peak.unwrap_or_else(|| done.peak_rss_bytes());
         record.memory.peak_rss_bytes = Some(peak_rss);
         record.memory.cgroup_peak_bytes = usage.peak_bytes;
         record.memory.runtime_overhead_bytes = usage.peak_bytes.map(|peak| peak.saturating_sub(peak_rss));
