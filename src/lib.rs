@@ -16,6 +16,7 @@ pub mod host;
 pub mod interrupt;
 pub mod labs;
 pub mod output;
+pub mod own_usage;
 pub mod plot;
 pub mod program;
 pub mod record;

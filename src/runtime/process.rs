@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use super::supervise::{output_pipe, supervise};
 use super::{taskstats, RunClock, RunSpec, Runtime};
+use crate::own_usage;
 use crate::record::{Outcome, RunRecord, RuntimeKind};
 
 pub struct ProcessRuntime;
@@ -22,7 +23,9 @@ impl Runtime for ProcessRuntime {
 
     fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
         let taskstats = taskstats::ensure_listening();
-        reset_own_peak_rss();
+        // vfork folds cvm's own high-water mark into the child's ru_maxrss: start it afresh, so
+        // earlier work (a VM's guest RAM) does not count.
+        own_usage::reset_peak_rss();
         let clock = RunClock::start();
         let narrator = &spec.narrator;
         let path = spec.program.host_path()?;
@@ -70,29 +73,13 @@ impl Runtime for ProcessRuntime {
         // ru_maxrss, which vfork mixes with cvm's own.
         record.memory.peak_rss_bytes = match taskstats.then(|| taskstats::peak_rss_of(pid)).flatten() {
             Some(peak) => Some(peak),
-            None => program_peak_rss(done.peak_rss_bytes(), own_peak_rss(), &mut record.notes),
+            None => program_peak_rss(done.peak_rss_bytes(), own_usage::peak_rss_bytes(), &mut record.notes),
         };
         record.cpu.user_ns = done.user_ns();
         record.cpu.system_ns = done.system_ns();
         record.phases_ns.total = teardown;
         Ok(record)
     }
-}
-
-/// The child is started with vfork (as hyperfine does, so the baseline is the cheapest start),
-/// and Linux carries the memory high-water mark of the address space that called exec into the
-/// child's `ru_maxrss`: cvm's own. So cvm resets its own high-water mark to its current RSS just
-/// before the run (`/proc/self/clear_refs`, "5"), so earlier work (a VM's guest RAM) does not count.
-fn reset_own_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// cvm's own high-water mark (VmHWM), read after the run: it bounds what the child inherited.
-fn own_peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: u64 =
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// The program's own peak RSS when `ru_maxrss` shows it above cvm's; otherwise it is hidden

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::interrupt;
+use crate::own_usage::timeval_ns;
 
 /// How a supervised child ended.
 #[derive(Debug)]
@@ -48,10 +49,6 @@ impl Supervised {
     pub fn peak_rss_bytes(&self) -> u64 {
         (self.rusage.ru_maxrss.max(0) as u64) * 1024
     }
-}
-
-fn timeval_ns(tv: &libc::timeval) -> u64 {
-    (tv.tv_sec.max(0) as u64) * 1_000_000_000 + (tv.tv_usec.max(0) as u64) * 1000
 }
 
 /// A pipe for the program's stdout: (read end kept by cvm, write end given to the child).

@@ -11,6 +11,7 @@ use cvm_guest_abi::{SYSCALL_COUNTS_ADDR, SYSCALL_SLOTS};
 
 use super::{KernelChoice, RunClock, RunSpec, Runtime};
 use crate::embedded;
+use crate::own_usage as usage;
 use crate::program::{check_static_elf, Program};
 use crate::record::{GuestStats, Outcome, RunRecord, RuntimeKind};
 use crate::vmm::builder::{self, MicroVm, VmPlan, VmRequest};
@@ -19,7 +20,7 @@ use crate::vmm::kick::{VcpuKicker, KICK_PERIOD};
 use crate::vmm::linux_boot::{self, LinuxImage};
 use crate::vmm::memory::GuestRam;
 use crate::vmm::syscall_names::syscall_name;
-use crate::vmm::{layout, loader, usage, vcpu, VmStop};
+use crate::vmm::{layout, loader, vcpu, VmStop};
 
 /// The host name the guest kernel reports: not the host's.
 pub const GUEST_HOSTNAME: &str = "cvm-vm";

@@ -18,7 +18,6 @@ pub mod memory;
 pub mod paging;
 pub mod regs;
 pub mod syscall_names;
-pub mod usage;
 pub mod user_stack;
 pub mod vcpu;
 

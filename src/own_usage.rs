@@ -1,5 +1,6 @@
-//! What the VMM process itself costs: resident memory (whole process, from /proc) and the CPU
-//! time of the vCPU thread (the thread that calls `KVM_RUN`; guest time is charged to it).
+//! What cvm's own process costs, read from /proc and getrusage: its resident memory and peak
+//! (the VMM's footprint; the bound on what a vfork-started child inherits) and the CPU time of
+//! the calling thread (the vCPU thread: guest time is charged to it).
 
 /// Resets the process's peak-RSS mark (VmHWM), so the next reading covers this run only.
 pub fn reset_peak_rss() {
@@ -33,7 +34,7 @@ pub struct Resident {
 pub fn resident() -> Option<Resident> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let mut fields = statm.split_whitespace().skip(1).map(|field| field.parse::<u64>().ok());
-    let page = super::memory::host_page_size();
+    let page = crate::vmm::memory::host_page_size();
     let total = fields.next()??;
     let file_backed = fields.next()??;
     Some(Resident { total: total * page, file_backed: file_backed * page })
@@ -45,8 +46,12 @@ pub fn thread_cpu_ns() -> (u64, u64) {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_THREAD with a valid pointer; it cannot fail for the calling thread.
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
-    let ns = |tv: libc::timeval| tv.tv_sec.max(0) as u64 * 1_000_000_000 + tv.tv_usec.max(0) as u64 * 1000;
-    (ns(usage.ru_utime), ns(usage.ru_stime))
+    (timeval_ns(&usage.ru_utime), timeval_ns(&usage.ru_stime))
+}
+
+/// A rusage time as nanoseconds.
+pub fn timeval_ns(tv: &libc::timeval) -> u64 {
+    (tv.tv_sec.max(0) as u64) * 1_000_000_000 + (tv.tv_usec.max(0) as u64) * 1000
 }
 
 #[cfg(test)]
