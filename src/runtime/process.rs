@@ -23,9 +23,11 @@ impl Runtime for ProcessRuntime {
 
     fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
         let taskstats = taskstats::ensure_listening();
-        // vfork folds cvm's own high-water mark into the child's ru_maxrss: start it afresh, so
-        // earlier work (a VM's guest RAM) does not count.
-        own_usage::reset_peak_rss();
+        if !taskstats {
+            // The fallback reads ru_maxrss, into which vfork folds cvm's own high-water mark:
+            // start that mark afresh, so earlier work (a VM's guest RAM) does not count.
+            own_usage::reset_peak_rss();
+        }
         let clock = RunClock::start();
         let narrator = &spec.narrator;
         let path = spec.program.host_path()?;
