@@ -5,10 +5,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use super::supervise::{output_pipe, supervise};
+use super::supervise::{pipe, supervise};
 use super::{taskstats, RunClock, RunSpec, Runtime};
 use crate::own_usage;
-use crate::record::{Outcome, RunRecord, RuntimeKind};
+use crate::record::{RunRecord, RuntimeKind};
 
 pub struct ProcessRuntime;
 
@@ -32,7 +32,7 @@ impl Runtime for ProcessRuntime {
         let narrator = &spec.narrator;
         let path = spec.program.host_path()?;
         let args = spec.program_args();
-        let (read_end, write_end) = output_pipe()?;
+        let (read_end, write_end) = pipe()?;
         let mut command = Command::new(&path);
         command.args(&args).stdin(Stdio::null()).stdout(Stdio::from(write_end)).stderr(Stdio::inherit());
         // The program gets the default signal dispositions, not cvm's handlers.
@@ -55,7 +55,7 @@ impl Runtime for ProcessRuntime {
         narrator.step(|| {
             format!(
                 "process: the program ended ({}); cvm collected its exit status and resource usage with wait4.",
-                describe_end(&done)
+                done.describe_end()
             )
         });
 
@@ -64,8 +64,8 @@ impl Runtime for ProcessRuntime {
         record.set_output(&done.output);
         record.exit_code = done.exit_code();
         record.signal = done.signal;
-        record.outcome = outcome(&done);
-        record.reason = reason(&done, spec);
+        record.outcome = done.outcome();
+        record.reason = done.reason(spec.timeout);
         record.phases_ns.setup = setup;
         record.phases_ns.boot = setup;
         record.phases_ns.first_output = done.first_output.map(|t| clock.since(t));
@@ -97,54 +97,5 @@ fn program_peak_rss(ru_maxrss: u64, launcher_peak: Option<u64>, notes: &mut Vec<
             None
         }
         _ => Some(ru_maxrss),
-    }
-}
-
-/// The record outcome for a supervised child (shared with the container runtime).
-pub fn outcome(done: &super::supervise::Supervised) -> Outcome {
-    if done.interrupted.is_some() {
-        Outcome::Interrupted
-    } else if done.timed_out {
-        Outcome::TimedOut
-    } else if done.signal.is_some() {
-        Outcome::Signaled
-    } else {
-        Outcome::Exited
-    }
-}
-
-pub fn reason(done: &super::supervise::Supervised, spec: &RunSpec) -> Option<String> {
-    if let Some(signal) = done.interrupted {
-        Some(format!("cvm was interrupted by signal {signal} and stopped the program"))
-    } else if done.timed_out {
-        Some(format!("the program was still running after the {} s timeout and was killed", spec.timeout.as_secs_f64()))
-    } else {
-        done.signal.map(|signal| format!("the program was killed by signal {signal} ({})", signal_name(signal)))
-    }
-}
-
-pub fn describe_end(done: &super::supervise::Supervised) -> String {
-    match (done.exit_status, done.signal) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("killed by {}", signal_name(signal)),
-        _ => "unknown status".into(),
-    }
-}
-
-pub fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGSYS => "SIGSYS",
-        _ => "signal",
     }
 }

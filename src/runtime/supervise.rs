@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::interrupt;
 use crate::own_usage::timeval_ns;
+use crate::record::Outcome;
 
 /// How a supervised child ended.
 #[derive(Debug)]
@@ -49,14 +50,65 @@ impl Supervised {
     pub fn peak_rss_bytes(&self) -> u64 {
         (self.rusage.ru_maxrss.max(0) as u64) * 1024
     }
+
+    /// The record outcome (the container runtime puts an OOM kill above it).
+    pub fn outcome(&self) -> Outcome {
+        if self.interrupted.is_some() {
+            Outcome::Interrupted
+        } else if self.timed_out {
+            Outcome::TimedOut
+        } else if self.signal.is_some() {
+            Outcome::Signaled
+        } else {
+            Outcome::Exited
+        }
+    }
+
+    /// Why the run did not end normally, in words; None when the program exited.
+    pub fn reason(&self, timeout: Duration) -> Option<String> {
+        if let Some(signal) = self.interrupted {
+            Some(format!("cvm was interrupted by signal {signal} and stopped the program"))
+        } else if self.timed_out {
+            Some(format!("the program was still running after the {} s timeout and was killed", timeout.as_secs_f64()))
+        } else {
+            self.signal.map(|signal| format!("the program was killed by signal {signal} ({})", signal_name(signal)))
+        }
+    }
+
+    /// "exit status 0", "killed by SIGSEGV".
+    pub fn describe_end(&self) -> String {
+        match (self.exit_status, self.signal) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(signal)) => format!("killed by {}", signal_name(signal)),
+            _ => "unknown status".into(),
+        }
+    }
 }
 
-/// A pipe for the program's stdout: (read end kept by cvm, write end given to the child).
-pub fn output_pipe() -> Result<(OwnedFd, OwnedFd)> {
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGSYS => "SIGSYS",
+        _ => "signal",
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end). For the program's stdout cvm keeps the read end.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 returns.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("creating the output pipe");
+        return Err(std::io::Error::last_os_error()).context("creating a pipe");
     }
     // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })

@@ -20,12 +20,11 @@ mod narration;
 pub mod rootfs;
 pub mod sync;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
 
-use super::process::{describe_end, outcome, reason};
-use super::supervise::{output_pipe, supervise, Supervised};
+use super::supervise::{pipe, supervise, Supervised};
 use super::{taskstats, RunClock, RunSpec, Runtime};
 use crate::record::{ContainerInfo, Outcome, RunRecord, RuntimeKind};
 use crate::units::format_bytes;
@@ -103,7 +102,7 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
         _ => Vec::new(),
     };
     let plan = init_plan(spec, &image, &scratch, &hostname, &namespaces, as_root, join_files)?;
-    let (output, output_for_child) = output_pipe()?;
+    let (output, output_for_child) = pipe()?;
     let (go_for_child, go) = pipe()?;
     let (report, report_for_child) = pipe()?;
     let stdin = std::fs::File::open("/dev/null").context("opening /dev/null")?;
@@ -158,7 +157,7 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
         Some(Report::Ready { rootfs, ready_ns, .. }) => (Some(*rootfs), anchor.to_run_clock(&clock, *ready_ns)),
         // Killed (timeout, interrupt) before it was ready: it never got to the program.
         _ if done.timed_out || done.interrupted.is_some() => (None, clock.since(done.exited_at)),
-        _ => bail!("the container's first process ended during set-up ({})", describe_end(&done)),
+        _ => bail!("the container's first process ended during set-up ({})", done.describe_end()),
     };
     if rootfs_kind == Some(RootfsKind::Copy) {
         notes.push(if rootfs::want_overlay() {
@@ -225,8 +224,8 @@ impl Ended {
         record.set_output(&done.output);
         record.exit_code = done.exit_code();
         record.signal = done.signal;
-        record.outcome = if oom_killed { Outcome::OomKilled } else { outcome(&done) };
-        record.reason = if oom_killed { Some(oom_reason(limits)) } else { reason(&done, spec) };
+        record.outcome = if oom_killed { Outcome::OomKilled } else { done.outcome() };
+        record.reason = if oom_killed { Some(oom_reason(limits)) } else { done.reason(spec.timeout) };
         record.phases_ns.setup = setup;
         record.phases_ns.boot = setup;
         record.phases_ns.first_output = done.first_output.map(|t| clock.since(t));
@@ -331,16 +330,6 @@ impl Drop for ContainerProcess {
             libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, libc::WEXITED);
         }
     }
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 returns.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("creating a pipe to the container");
-    }
-    // SAFETY: pipe2 succeeded; both descriptors are new and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Eight random hex digits naming the run's host name and cgroup.

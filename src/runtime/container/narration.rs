@@ -8,7 +8,6 @@ use super::namespaces::Namespace;
 use super::sync::RootfsKind;
 use super::{capabilities, rootfs};
 use crate::explain::Narrator;
-use crate::runtime::process::describe_end;
 use crate::runtime::supervise::Supervised;
 use crate::units::{format_bytes, format_ns};
 
@@ -158,7 +157,7 @@ pub(super) fn step_times(plan: &InitPlan, step_ns: &[u64]) -> String {
 }
 
 pub(super) fn end(done: &Supervised, oom_killed: bool, cgroup_path: Option<&str>) -> String {
-    let how = if oom_killed { "OOM-killed by the kernel".to_string() } else { describe_end(done) };
+    let how = if oom_killed { "OOM-killed by the kernel".to_string() } else { done.describe_end() };
     let cgroup = cgroup_path
         .map_or(String::new(), |p| format!(" cvm read the cgroup's peak memory and CPU time and removed {p}."));
     format!(

@@ -171,12 +171,7 @@ mod tests {
     use std::time::Duration;
 
     fn pipe() -> (OwnedFd, OwnedFd) {
-        use std::os::fd::FromRawFd;
-        let mut fds = [0; 2];
-        // SAFETY: room for two descriptors.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: both are new descriptors.
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+        crate::runtime::supervise::pipe().unwrap()
     }
 
     #[test]
