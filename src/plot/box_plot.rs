@@ -84,27 +84,13 @@ pub fn draw<DB: DrawingBackend>(chart: &BoxPlotChart, root: &DrawingArea<DB, Shi
     let x_max = x_data_max + (x_data_max - x_min) * 0.32;
     let ticks: Vec<f64> = ticks.into_iter().filter(|t| *t <= x_data_max + 1e-9).collect();
     let rows = chart.groups.len().max(1);
-    let mut cc =
-        frame::row_chart(root, &plot_area, chart.groups.iter().map(|item| item.label.as_str()), x_min..x_max, ticks)?;
-    let group_of = |y: &f64| -> String {
-        let row = y.round() as usize;
-        chart.groups.get(rows.saturating_sub(1 + row)).map_or(String::new(), |g| g.label.clone())
-    };
+    let labels: Vec<&str> = chart.groups.iter().map(|item| item.label.as_str()).collect();
+    let mut cc = frame::row_chart(root, &plot_area, &labels, x_min..x_max, ticks)?;
     let tick_label =
         |x: &f64| if log { tick_text(significant(10f64.powf(*x)).parse().unwrap_or(0.0)) } else { tick_text(*x) };
     let description = axis_description(&chart.value_label, &unit);
     let description = if log { format!("{description}, logarithmic scale") } else { description };
-    cc.configure_mesh()
-        .disable_y_mesh()
-        .bold_line_style(style::GRID)
-        .axis_style(style::MUTED)
-        .label_style(style::font(style::LABEL_SIZE))
-        .axis_desc_style(style::font(style::AXIS_DESC_SIZE))
-        .x_desc(description)
-        .x_label_formatter(&tick_label)
-        .y_label_formatter(&group_of)
-        .draw()
-        .plot()?;
+    frame::draw_row_mesh(&mut cc, &labels, description, &tick_label)?;
 
     for (index, group) in chart.groups.iter().enumerate() {
         let y = (rows - 1 - index) as f64;

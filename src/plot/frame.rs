@@ -23,17 +23,16 @@ pub type RowChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<TickedAxis, TickedA
 
 /// Builds the row chart every horizontal chart uses: `labels` top to bottom on the category
 /// axis, `x` with its `ticks` on the value axis.
-pub fn row_chart<'a, 'b, DB: DrawingBackend>(
+pub fn row_chart<'a, DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     plot_area: &'a DrawingArea<DB, Shift>,
-    labels: impl Iterator<Item = &'b str>,
+    labels: &[&str],
     x: std::ops::Range<f64>,
     ticks: Vec<f64>,
 ) -> Result<RowChart<'a, DB>> {
-    let labels: Vec<&str> = labels.collect();
     let rows = labels.len().max(1);
     let centers: Vec<f64> = (0..rows).map(|i| i as f64).collect();
-    let label_width = widest_label(root, labels.into_iter())? + 24;
+    let label_width = widest_label(root, labels.iter().copied())? + 24;
     ChartBuilder::on(plot_area)
         .margin_left(12)
         .margin_right(28)
@@ -42,6 +41,34 @@ pub fn row_chart<'a, 'b, DB: DrawingBackend>(
         .y_label_area_size(label_width)
         .build_cartesian_2d(TickedAxis::new(x, ticks), TickedAxis::new(-0.5..rows as f64 - 0.5, centers))
         .plot()
+}
+
+/// The grid, the value axis (`x_desc`, ticks written by `x_tick`) and the row labels, given top
+/// to bottom.
+pub fn draw_row_mesh<DB: DrawingBackend>(
+    chart: &mut RowChart<'_, DB>,
+    labels: &[&str],
+    x_desc: String,
+    x_tick: &dyn Fn(&f64) -> String,
+) -> Result<()> {
+    let rows = labels.len().max(1);
+    let row_label = |y: &f64| -> String {
+        let row = y.round() as usize;
+        labels.get(rows.saturating_sub(1 + row)).map_or(String::new(), |label| label.to_string())
+    };
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .bold_line_style(style::GRID)
+        .axis_style(style::MUTED)
+        .label_style(style::font(style::LABEL_SIZE))
+        .axis_desc_style(style::font(style::AXIS_DESC_SIZE))
+        .x_desc(x_desc)
+        .x_label_formatter(x_tick)
+        .y_label_formatter(&row_label)
+        .draw()
+        .plot()?;
+    Ok(())
 }
 
 /// Light bands behind the rows marked `shaded` (row 0 is the top one).

@@ -45,24 +45,10 @@ pub fn draw<DB: DrawingBackend>(chart: &RatioBarChart, root: &DrawingArea<DB, Sh
     let x_max = (highest * 1.3).max(top);
     let ticks: Vec<f64> = ticks.into_iter().filter(|t| *t <= x_max).collect();
     let rows = chart.bars.len().max(1);
-    let mut cc =
-        frame::row_chart(root, &plot_area, chart.bars.iter().map(|item| item.label.as_str()), 0.0..x_max, ticks)?;
-    let bar_of = |y: &f64| -> String {
-        let row = y.round() as usize;
-        chart.bars.get(rows.saturating_sub(1 + row)).map_or(String::new(), |b| b.label.clone())
-    };
+    let labels: Vec<&str> = chart.bars.iter().map(|item| item.label.as_str()).collect();
+    let mut cc = frame::row_chart(root, &plot_area, &labels, 0.0..x_max, ticks)?;
     frame::draw_bands(&mut cc, chart.bars.iter().map(|b| b.shaded), x_max)?;
-    cc.configure_mesh()
-        .disable_y_mesh()
-        .bold_line_style(style::GRID)
-        .axis_style(style::MUTED)
-        .label_style(style::font(style::LABEL_SIZE))
-        .axis_desc_style(style::font(style::AXIS_DESC_SIZE))
-        .x_desc(chart.value_label.clone())
-        .x_label_formatter(&|x| tick_text(*x))
-        .y_label_formatter(&bar_of)
-        .draw()
-        .plot()?;
+    frame::draw_row_mesh(&mut cc, &labels, chart.value_label.clone(), &|x| tick_text(*x))?;
 
     for (index, bar) in chart.bars.iter().enumerate() {
         if !bar.value.is_finite() {

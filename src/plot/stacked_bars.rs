@@ -52,25 +52,11 @@ pub fn draw<DB: DrawingBackend>(chart: &StackedBarChart, root: &DrawingArea<DB, 
     let x_max = (max_total / unit.divisor * 1.28).max(ticks.last().copied().unwrap_or(1.0)).max(f64::MIN_POSITIVE);
     let ticks: Vec<f64> = ticks.into_iter().filter(|t| *t <= x_max).collect();
     let rows = chart.categories.len().max(1);
-    let mut cc =
-        frame::row_chart(root, &plot_area, chart.categories.iter().map(|item| item.label.as_str()), 0.0..x_max, ticks)?;
-    let category_of = |y: &f64| -> String {
-        let row = y.round() as usize;
-        chart.categories.get(rows.saturating_sub(1 + row)).map_or(String::new(), |c| c.label.clone())
-    };
+    let labels: Vec<&str> = chart.categories.iter().map(|item| item.label.as_str()).collect();
+    let mut cc = frame::row_chart(root, &plot_area, &labels, 0.0..x_max, ticks)?;
     let shaded = chart.categories.iter().map(|c| c.shaded);
     frame::draw_bands(&mut cc, shaded, x_max)?;
-    cc.configure_mesh()
-        .disable_y_mesh()
-        .bold_line_style(style::GRID)
-        .axis_style(style::MUTED)
-        .label_style(style::font(style::LABEL_SIZE))
-        .axis_desc_style(style::font(style::AXIS_DESC_SIZE))
-        .x_desc(axis_description(&chart.value_label, &unit))
-        .x_label_formatter(&|x| tick_text(*x))
-        .y_label_formatter(&category_of)
-        .draw()
-        .plot()?;
+    frame::draw_row_mesh(&mut cc, &labels, axis_description(&chart.value_label, &unit), &|x| tick_text(*x))?;
 
     for (index, category) in chart.categories.iter().enumerate() {
         let y = (rows - 1 - index) as f64;
