@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{cvm, require_root, run_json};
+use common::{cvm, require_root, run_json, run_json_in};
 use cvm::runtime::container::cgroup;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -19,19 +19,13 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn container_json(args: &[&str]) -> serde_json::Value {
-    let mut full = vec!["--runtime", "container"];
-    full.extend_from_slice(args);
-    run_json(&full)
-}
-
 #[test]
 fn container_probe_sees_an_isolated_system_as_root() {
     if !require_root() {
         return;
     }
     let _serial = one_at_a_time();
-    let record = container_json(&["probe"]);
+    let record = run_json_in("container", &["probe"]);
     let process = run_json(&["--runtime", "process", "probe"]);
     assert_eq!(record["runtime"], "container");
     assert_eq!(record["kernel"], "host");
@@ -69,7 +63,7 @@ fn memory_limit_below_the_need_is_an_oom_kill_as_root() {
         return;
     }
     let _serial = one_at_a_time();
-    let record = container_json(&["--memory", "16M", "mem", "64"]);
+    let record = run_json_in("container", &["--memory", "16M", "mem", "64"]);
     if record["container"]["cgroup_version"] == "none" {
         panic!("a --memory run must have a cgroup: {record}");
     }
@@ -79,7 +73,7 @@ fn memory_limit_below_the_need_is_an_oom_kill_as_root() {
     assert_eq!(record["container"]["memory_limit_bytes"], 16 << 20);
     assert!(record["container"]["oom_kills"].as_u64().unwrap_or(1) >= 1);
     // Within the limit the same workload runs fine.
-    let fine = container_json(&["--memory", "128M", "mem", "16"]);
+    let fine = run_json_in("container", &["--memory", "128M", "mem", "16"]);
     assert_eq!(fine["outcome"], "exited", "{fine}");
     assert!(fine["memory"]["cgroup_peak_bytes"].as_u64().unwrap() >= 16 << 20, "{fine}");
 }
@@ -99,7 +93,7 @@ fn a_static_binary_runs_from_its_own_image_as_root() {
     }
     let _serial = one_at_a_time();
     let program = cvm::embedded::workload_path().unwrap();
-    let record = container_json(&["--binary", program.to_str().unwrap(), "hello"]);
+    let record = run_json_in("container", &["--binary", program.to_str().unwrap(), "hello"]);
     assert_eq!(record["exit_code"], 0, "{record}");
     assert_eq!(record["result"]["pid"], 1);
 }
@@ -196,7 +190,7 @@ fn fifty_runs_leave_nothing_behind_as_root() {
     }
     let _serial = one_at_a_time();
     // Build the image first: the cache is meant to stay.
-    container_json(&["hello"]);
+    run_json_in("container", &["hello"]);
     let before = host_traces();
     for run in 0..50 {
         let (args, outcome): (&[&str], &str) = match run % 5 {
@@ -206,7 +200,7 @@ fn fifty_runs_leave_nothing_behind_as_root() {
             4 => (&["--timeout", "0.3", "cpu", "100000000000"], "timed_out"),
             _ => (&["hello"], "exited"),
         };
-        let record = container_json(args);
+        let record = run_json_in("container", args);
         assert_eq!(record["outcome"], outcome, "run {run} {args:?}: {record}");
     }
     let after = host_traces();
@@ -220,7 +214,7 @@ fn sigint_mid_run_leaves_nothing_behind_as_root() {
         return;
     }
     let _serial = one_at_a_time();
-    container_json(&["hello"]);
+    run_json_in("container", &["hello"]);
     let before = host_traces();
     let mut child = cvm()
         .args(["run", "--json", "--runtime", "container", "cpu", "10000000000"])

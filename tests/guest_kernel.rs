@@ -8,13 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{require_kvm, run_json};
-
-fn run_vm(args: &[&str]) -> serde_json::Value {
-    let mut full = vec!["--runtime", "vm"];
-    full.extend_from_slice(args);
-    run_json(&full)
-}
+use common::{require_kvm, run_json_in};
 
 #[test]
 fn guest_kernel_runs_every_workload_with_kvm() {
@@ -22,7 +16,7 @@ fn guest_kernel_runs_every_workload_with_kvm() {
         return;
     }
     for workload in [&["hello"][..], &["cpu", "2000"], &["mem", "4"], &["syscall", "500"], &["probe"]] {
-        let record = run_vm(workload);
+        let record = run_json_in("vm", workload);
         assert_eq!(record["exit_code"], 0, "{workload:?}: {record}");
         assert_eq!(record["result"]["workload"], workload[0], "{workload:?}: {record}");
         assert_eq!(record["kernel"], "builtin");
@@ -34,7 +28,7 @@ fn vm_probe_sees_the_guest_kernel_not_the_host_with_kvm() {
     if !require_kvm() {
         return;
     }
-    let result = &run_vm(&["probe"])["result"];
+    let result = &run_json_in("vm", &["probe"])["result"];
     assert_eq!(result["kernel_name"], cvm_guest_abi::KERNEL_NAME);
     assert_eq!(result["kernel_release"], cvm_guest_abi::KERNEL_RELEASE);
     assert_eq!(result["pid"], 1);
@@ -50,7 +44,7 @@ fn vm_counts_the_system_calls_it_served_with_kvm() {
     if !require_kvm() {
         return;
     }
-    let record = run_vm(&["syscall", "300"]);
+    let record = run_json_in("vm", &["syscall", "300"]);
     let syscalls = &record["guest"]["syscalls"];
     assert!(syscalls["getppid"].as_u64().unwrap() >= 300, "{syscalls}");
     assert!(syscalls["write"].as_u64().unwrap() >= 1, "{syscalls}");
@@ -81,7 +75,7 @@ const SIGILL: u64 = 4;
 
 fn run_tiny(code: &[u8]) -> serde_json::Value {
     let program = common::tiny_program(code);
-    run_vm(&["--binary", program.to_str().unwrap()])
+    run_json_in("vm", &["--binary", program.to_str().unwrap()])
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{cvm, require_kvm, run_cvm, run_json};
+use common::{cvm, require_kvm, run_cvm, run_json, run_json_in};
 use cvm::explain::Narrator;
 use cvm::program::Program;
 use cvm::record::{Outcome, RuntimeKind};
@@ -29,12 +29,6 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn run_vm(args: &[&str]) -> serde_json::Value {
-    let mut full = vec!["--runtime", "vm"];
-    full.extend_from_slice(args);
-    run_json(&full)
-}
-
 fn phase(record: &serde_json::Value, name: &str) -> u64 {
     record["phases_ns"][name].as_u64().unwrap_or_else(|| panic!("phase {name} missing: {record}"))
 }
@@ -45,7 +39,7 @@ fn vm_hello_returns_a_complete_record_with_kvm() {
     if !require_kvm() {
         return;
     }
-    let record = run_vm(&["hello"]);
+    let record = run_json_in("vm", &["hello"]);
     assert_eq!(record["runtime"], "vm");
     assert_eq!(record["kernel"], "builtin");
     assert_eq!(record["outcome"], "exited", "{record}");
@@ -76,7 +70,7 @@ fn vm_runs_every_workload_with_kvm() {
         return;
     }
     for workload in [&["hello"][..], &["cpu", "5000"], &["mem", "8"], &["syscall", "2000"], &["probe"]] {
-        let record = run_vm(workload);
+        let record = run_json_in("vm", workload);
         assert_eq!(record["exit_code"], 0, "{workload:?}: {record}");
         assert_eq!(record["result"]["workload"], workload[0], "{workload:?}: {record}");
     }
@@ -89,7 +83,7 @@ fn vm_probe_reports_a_kernel_other_than_the_hosts_with_kvm() {
         return;
     }
     let host = run_json(&["--runtime", "process", "probe"]);
-    let guest = run_vm(&["probe"]);
+    let guest = run_json_in("vm", &["probe"]);
     for field in ["kernel_name", "kernel_release", "hostname"] {
         assert_ne!(host["result"][field], guest["result"][field], "{field}: {}", guest["result"]);
     }
@@ -102,7 +96,7 @@ fn vm_memory_option_sizes_guest_ram_with_kvm() {
     if !require_kvm() {
         return;
     }
-    let record = run_vm(&["--memory", "32M", "mem", "4"]);
+    let record = run_json_in("vm", &["--memory", "32M", "mem", "4"]);
     assert_eq!(record["exit_code"], 0, "{record}");
     assert_eq!(record["memory"]["guest_ram_bytes"], 32 << 20);
     assert!(record["memory"]["guest_touched_bytes"].as_u64().unwrap() >= 4 << 20, "{record}");
@@ -117,7 +111,7 @@ fn vm_program_exit_status_becomes_cvms_with_kvm() {
     // The workload exits with status 2 on a bad argument.
     let out = run_cvm(&["run", "--runtime", "vm", "cpu", "notanumber"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    let record = run_vm(&["cpu", "notanumber"]);
+    let record = run_json_in("vm", &["cpu", "notanumber"]);
     assert_eq!(record["outcome"], "exited");
     assert_eq!(record["exit_code"], 2);
 }
@@ -129,7 +123,7 @@ fn vm_timeout_stops_a_guest_that_never_ends_with_kvm() {
         return;
     }
     let started = Instant::now();
-    let record = run_vm(&["--timeout", "1", "cpu", "100000000000"]);
+    let record = run_json_in("vm", &["--timeout", "1", "cpu", "100000000000"]);
     assert_eq!(record["outcome"], "timed_out", "{record}");
     assert_ne!(record["exit_code"], 0);
     assert!(record["reason"].as_str().unwrap().contains("timeout"));
@@ -224,7 +218,7 @@ fn vm_boots_a_linux_vmlinux_to_its_banner_with_kvm() {
     if !require_kvm() {
         return;
     }
-    let record = run_vm(&["--kernel", vmlinux.to_str().unwrap(), "--timeout", "60", "hello"]);
+    let record = run_json_in("vm", &["--kernel", vmlinux.to_str().unwrap(), "--timeout", "60", "hello"]);
     let console = record["notes"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join("\n");
     assert!(console.contains("Linux version"), "{record}");
     assert_ne!(record["outcome"], "exited");
@@ -272,7 +266,7 @@ fn null_pointer_write_is_a_segfault_with_kvm() {
     ];
     for (access, expected) in cases {
         let program = common::tiny_program(&[&getpid[..], access, &exit_group].concat());
-        let record = run_vm(&["--binary", program.to_str().unwrap()]);
+        let record = run_json_in("vm", &["--binary", program.to_str().unwrap()]);
         assert_eq!(record["outcome"], "guest_program_fault", "{expected}: {record}");
         assert_eq!(record["exit_code"], 139, "{expected}: {record}");
         assert_eq!(record["signal"], 11, "{expected}: {record}");

@@ -30,6 +30,13 @@ pub fn run_json(args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// `cvm run --json --runtime RUNTIME ARGS`, as [`run_json`].
+pub fn run_json_in(runtime: &str, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--runtime", runtime];
+    full.extend_from_slice(args);
+    run_json(&full)
+}
+
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
