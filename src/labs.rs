@@ -86,7 +86,7 @@ impl Lab {
     }
 }
 
-/// Runs `workload ARGS` `count` times in `kind`; each run must end normally unless `allow_failure`.
+/// Runs `workload ARGS` once in `kind` (`memory`: the runtime's --memory).
 fn run(kind: RuntimeKind, workload: &str, args: &[&str], memory: Option<u64>) -> Result<RunRecord> {
     let runtime = runtime::runtime(kind);
     runtime.check_available()?;
@@ -95,15 +95,12 @@ fn run(kind: RuntimeKind, workload: &str, args: &[&str], memory: Option<u64>) ->
     runtime.run(&spec)
 }
 
+/// [`run`] without a memory limit; a run that did not end normally is an error.
 fn run_ok(kind: RuntimeKind, workload: &str, args: &[&str]) -> Result<RunRecord> {
     let record = run(kind, workload, args, None)?;
     if !record.succeeded() {
-        bail!(
-            "{workload} in the {kind} runtime did not end normally ({:?}, exit status {}{})",
-            record.outcome,
-            record.exit_code,
-            record.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-        );
+        let why = crate::stats::cell::describe_failure(&record);
+        bail!("{workload} in the {kind} runtime did not end normally: {why}");
     }
     Ok(record)
 }
