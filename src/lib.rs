@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod elf;
 pub mod embedded;
 pub mod explain;
 pub mod export;

@@ -12,7 +12,7 @@ use cvm_guest_abi::{SYSCALL_COUNTS_ADDR, SYSCALL_SLOTS};
 use super::{KernelChoice, RunClock, RunSpec, Runtime};
 use crate::embedded;
 use crate::own_usage as usage;
-use crate::program::{check_static_elf, Program};
+use crate::program::Program;
 use crate::record::{GuestStats, Outcome, RunRecord, RuntimeKind};
 use crate::vmm::builder::{self, MicroVm, VmPlan, VmRequest};
 use crate::vmm::devices::{PortBus, UnknownPorts};
@@ -64,7 +64,6 @@ struct Booted {
 /// The builtin guest kernel running the program.
 fn boot_builtin(spec: &RunSpec) -> Result<Booted> {
     let program = spec.program.bytes()?;
-    check_static_elf(&program).with_context(|| format!("cannot run {} in a VM", spec.program.label()))?;
     let ram_bytes = layout::ram_size(spec.memory_bytes)?;
     let request = VmRequest {
         kernel: embedded::GUEST_KERNEL_ELF,

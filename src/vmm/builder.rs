@@ -14,13 +14,13 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use super::cpu::GuestCpu;
-use super::elf::ElfFile;
 use super::layout::{BOOT_INFO_ADDR, KERNEL_BOOT_STACK_TOP, PAGE_SIZE, SYSCALL_COUNTS_ADDR, USER_STACK_SIZE};
 use super::linux_boot::{self, LinuxImage};
 use super::loader::{self, ProgramLayout};
 use super::memory::GuestRam;
 use super::user_stack;
 use super::{paging, regs};
+use crate::elf::ElfFile;
 use crate::explain::Narrator;
 
 /// What to run and how big the VM is.

@@ -11,8 +11,8 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::elf::ElfFile;
 use super::memory::GuestRam;
+use crate::elf::ElfFile;
 
 /// `XEN_ELFNOTE_PHYS32_ENTRY`, in a note owned by "Xen".
 const PVH_ENTRY_NOTE: u32 = 18;

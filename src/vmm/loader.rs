@@ -6,11 +6,11 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::elf::ElfFile;
 use super::layout::{
     align_up, KERNEL_BASE, KERNEL_BOOT_STACK_TOP, MIN_HEAP_BYTES, PAGE_SIZE, PIE_LOAD_BIAS, USER_BASE, USER_STACK_SIZE,
 };
 use super::memory::GuestRam;
+use crate::elf::ElfFile;
 
 /// Room kept free below [`KERNEL_BOOT_STACK_TOP`] for the kernel's boot stack.
 const KERNEL_BOOT_STACK_BYTES: u64 = 64 << 10;

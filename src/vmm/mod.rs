@@ -9,7 +9,6 @@
 pub mod builder;
 pub mod cpu;
 pub mod devices;
-pub mod elf;
 pub mod kick;
 pub mod layout;
 pub mod linux_boot;

@@ -1,5 +1,6 @@
-//! Just enough ELF64 to place a static program or the guest kernel in guest RAM: the header,
-//! the loadable segments and where the program headers are. Every offset is bounds-checked,
+//! Just enough ELF64 to check a program before any runtime starts and to place a static program
+//! or a guest kernel in guest RAM: the header, the loadable segments and where the program
+//! headers are. Every offset is bounds-checked,
 //! so a corrupt file is an error, never a panic.
 
 use anyhow::{bail, ensure, Context, Result};
@@ -103,7 +104,10 @@ impl<'a> ElfFile<'a> {
                     ensure!(segment.paddr.checked_add(segment.mem_size).is_some(), "corrupt ELF segment address");
                     segments.push(segment);
                 }
-                PT_INTERP => bail!("dynamically linked (it needs the loader named in PT_INTERP); rebuild it static"),
+                PT_INTERP => bail!(
+                    "dynamically linked (it needs the loader named in PT_INTERP); rebuild it static, \
+                     for example with -static or --target x86_64-unknown-linux-musl"
+                ),
                 PT_PHDR => phdr_vaddr = Some(u64_at(bytes, base + 16)?),
                 PT_NOTE => note_segments.push((u64_at(bytes, base + 8)?, u64_at(bytes, base + 32)?)),
                 _ => {}
