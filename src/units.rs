@@ -24,6 +24,14 @@ pub fn parse_size(text: &str) -> Result<u64> {
     }
 }
 
+/// `--timeout` seconds → a duration; zero, negative and non-finite values are refused.
+pub fn parse_timeout(seconds: f64) -> Result<std::time::Duration> {
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 /// 1536 → "1.5 KiB".
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

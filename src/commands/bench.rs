@@ -1,8 +1,6 @@
 //! `cvm bench`: the runtime × workload matrix with warm-up and repeated runs, a hyperfine-style
 //! summary on stdout, and exports (JSON with every raw record, Markdown, CSV).
 
-use std::time::Duration;
-
 use anyhow::{bail, Result};
 
 use crate::bench::plan::ordered_runtimes;
@@ -13,19 +11,20 @@ use crate::output::{self, bench_summary};
 use crate::report::model::ReportModel;
 use crate::results::{Environment, ResultsFile};
 use crate::runtime::KernelChoice;
+use crate::units::parse_timeout;
 
 pub fn bench(args: BenchArgs) -> Result<i32> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let timeout = timeout_from(args.timeout)?;
+    let timeout = parse_timeout(args.timeout)?;
     let runtimes = ordered_runtimes(args.runtimes.as_deref());
     let workloads = match &args.workloads {
         Some(list) => list.iter().map(|w| WorkloadChoice::parse(w)).collect::<Result<Vec<_>>>()?,
         None => vec![WorkloadChoice::new("hello", &[])],
     };
     let mut plan = BenchPlan::matrix(&runtimes, &workloads, args.runs, args.warmup);
-    plan.kernel = kernel_from(&args.kernel);
+    plan.kernel = KernelChoice::from_arg(&args.kernel);
     plan.timeout = timeout;
 
     let (results, interrupted) = measure(&plan);
@@ -73,18 +72,4 @@ pub fn exit_status(results: &ResultsFile, interrupted: Option<i32>) -> i32 {
         return 1;
     }
     0
-}
-
-pub fn kernel_from(text: &str) -> KernelChoice {
-    match text {
-        "builtin" => KernelChoice::Builtin,
-        path => KernelChoice::Image(path.into()),
-    }
-}
-
-pub fn timeout_from(seconds: f64) -> Result<Duration> {
-    if !(seconds > 0.0 && seconds.is_finite()) {
-        bail!("--timeout must be a positive number of seconds");
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }

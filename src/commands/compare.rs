@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::bench::{exit_status, kernel_from, measure};
+use super::bench::{exit_status, measure};
 use crate::bench::plan::ordered_runtimes;
 use crate::bench::{BenchPlan, CellPlan, WorkloadChoice};
 use crate::cli::CompareArgs;
 use crate::output::{self, compare_summary};
 use crate::report::{self, model::ReportModel};
 use crate::results::utc_stamp;
+use crate::runtime::KernelChoice;
 
 /// The default matrix: (workload, args, measured runs, warm-up runs). Sized to finish in well
 /// under a minute on a 2-core nested-KVM machine (about 10 s): `cpu 100000` is half the
@@ -50,7 +51,7 @@ pub fn compare(args: CompareArgs) -> Result<i32> {
         })
         .collect();
     let mut plan = BenchPlan::from_cells(cells);
-    plan.kernel = kernel_from(&args.kernel);
+    plan.kernel = KernelChoice::from_arg(&args.kernel);
 
     let (results, interrupted) = measure(&plan);
     let files = std::slice::from_ref(&results);

@@ -1,7 +1,6 @@
 //! `cvm run`: one program, once, in one runtime.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -10,7 +9,7 @@ use crate::explain::Narrator;
 use crate::program::Program;
 use crate::record::{Outcome, RunRecord};
 use crate::runtime::{self, KernelChoice, RunSpec};
-use crate::units::{format_bytes, format_ns, parse_size};
+use crate::units::{format_bytes, format_ns, parse_size, parse_timeout};
 
 pub fn run(args: RunArgs) -> Result<i32> {
     let spec = spec_from_args(&args)?;
@@ -41,9 +40,7 @@ pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
             (Program::workload(name)?, args.rest.iter().skip(1).cloned().collect())
         }
     };
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        bail!("--timeout must be a positive number of seconds");
-    }
+    let timeout = parse_timeout(args.timeout)?;
     if let Some(cpus) = args.cpus {
         if !(cpus > 0.0 && cpus.is_finite()) {
             bail!("--cpus must be a positive number");
@@ -52,16 +49,12 @@ pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
     if args.pids == Some(0) {
         bail!("--pids must be at least 1");
     }
-    let kernel = match args.kernel.as_str() {
-        "builtin" => KernelChoice::Builtin,
-        path => KernelChoice::Image(path.into()),
-    };
     let mut spec = RunSpec::new(program, user_args);
     spec.memory_bytes = args.memory.as_deref().map(parse_size).transpose().context("--memory")?;
     spec.cpus = args.cpus;
     spec.pids = args.pids;
-    spec.timeout = Duration::from_secs_f64(args.timeout);
-    spec.kernel = kernel;
+    spec.timeout = timeout;
+    spec.kernel = KernelChoice::from_arg(&args.kernel);
     spec.narrator = Narrator::new(args.explain);
     spec.trace_syscalls = args.trace_syscalls;
     spec.echo_output = !args.json;

@@ -25,6 +25,14 @@ pub enum KernelChoice {
 }
 
 impl KernelChoice {
+    /// `--kernel`: `builtin`, or the path of a kernel image.
+    pub fn from_arg(text: &str) -> KernelChoice {
+        match text {
+            "builtin" => KernelChoice::Builtin,
+            path => KernelChoice::Image(path.into()),
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             KernelChoice::Builtin => "builtin".into(),
