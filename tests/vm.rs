@@ -73,6 +73,7 @@ fn vm_runs_every_workload_with_kvm() {
         let record = run_json_in("vm", workload);
         assert_eq!(record["exit_code"], 0, "{workload:?}: {record}");
         assert_eq!(record["result"]["workload"], workload[0], "{workload:?}: {record}");
+        assert_eq!(record["kernel"], "builtin");
     }
 }
 
