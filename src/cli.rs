@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::record::RuntimeKind;
+use crate::runtime::SeccompProfile;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,6 +65,9 @@ pub struct RunArgs {
     /// vm: print a table of the system calls the guest kernel served.
     #[arg(long)]
     pub trace_syscalls: bool,
+    /// container: the system-call filter, `default` (Docker's default profile) or `unconfined`.
+    #[arg(long, value_enum, default_value = "default", value_name = "PROFILE")]
+    pub seccomp: SeccompProfile,
     /// Run this static x86-64 Linux program instead of a built-in workload.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,

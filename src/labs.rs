@@ -284,14 +284,14 @@ fn check_isolation(seen: &mut Observations) -> Result<Verdict> {
 
 fn check_limits(seen: &mut Observations) -> Result<Verdict> {
     let fits = run(RuntimeKind::Container, "mem", &["16"], Some(64 << 20))?;
-    seen.note(format!("mem 16 under a 64 MiB limit: {:?}, exit status {}", fits.outcome, fits.exit_code));
+    seen.note(format!("mem 16 under a 64 MiB limit: {}, exit status {}", fits.outcome.label(), fits.exit_code));
     let too_big = run(RuntimeKind::Container, "mem", &["64"], Some(16 << 20))?;
-    seen.note(format!("mem 64 under a 16 MiB limit: {:?}, exit status {}", too_big.outcome, too_big.exit_code));
+    seen.note(format!("mem 64 under a 16 MiB limit: {}, exit status {}", too_big.outcome.label(), too_big.exit_code));
     if !fits.succeeded() {
         return verdict(false, "mem 16 did not fit under a 64 MiB limit".into());
     }
     if too_big.outcome != Outcome::OomKilled {
-        return verdict(false, format!("mem 64 under 16 MiB ended {:?}, not oom_killed", too_big.outcome));
+        return verdict(false, format!("mem 64 under 16 MiB ended {}, not oom-killed", too_big.outcome.label()));
     }
     verdict(true, "the cgroup let 16 MiB through and the OOM killer stopped 64 MiB at the 16 MiB limit".into())
 }

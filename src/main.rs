@@ -2,11 +2,29 @@
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use cvm::{cli, commands, interrupt};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            // clap's first line names the problem; the usage lines after it are noise here.
+            let text = error.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            eprintln!("cvm: error: {} (see `cvm --help`)", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     interrupt::install();
     match commands::dispatch(cli.command) {
         Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::host::HostInfo;
+use crate::runtime::capture::{Captured, KEEP_EACH};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -71,6 +72,22 @@ pub enum Outcome {
     UnhandledDeviceAccess,
 }
 
+impl Outcome {
+    /// The outcome in words, as the record spells it (`oom_killed` → "oom-killed").
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Exited => "exited",
+            Outcome::Signaled => "signaled",
+            Outcome::OomKilled => "oom-killed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Interrupted => "interrupted",
+            Outcome::GuestProgramFault => "guest program fault",
+            Outcome::GuestKernelFault => "guest kernel fault",
+            Outcome::UnhandledDeviceAccess => "unhandled device access",
+        }
+    }
+}
+
 /// Timestamps in ns on the host's monotonic clock, from the start of the run (cumulative).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -111,6 +128,18 @@ pub struct Cpu {
     pub system_ns: u64,
 }
 
+/// The size of the program's output. A record keeps at most the first and the last
+/// `kept_each_end_bytes` of each stream; the bytes between them are counted, not kept.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct OutputSizes {
+    pub stdout_bytes: u64,
+    pub stdout_dropped_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stderr_dropped_bytes: u64,
+    pub kept_each_end_bytes: u64,
+}
+
 /// vm only: what happened inside the micro-VM.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -137,6 +166,8 @@ pub struct ContainerInfo {
     pub namespaces: Vec<String>,
     /// "overlayfs" or the fallback used.
     pub rootfs: String,
+    /// The system-call filter: "default" (Docker's default profile) or "unconfined".
+    pub seccomp: String,
     pub hostname: String,
 }
 
@@ -169,7 +200,19 @@ pub struct RunRecord {
     #[serde(default)]
     pub container: Option<ContainerInfo>,
     pub host: HostInfo,
+    /// The program's stdout as text (bytes that are not UTF-8 become U+FFFD; see
+    /// `stdout_base64`). At most the first and the last 64 KiB: see `output`.
     pub stdout: String,
+    /// The same bytes as `stdout`, base64-encoded, present only when they are not valid
+    /// UTF-8, so nothing the program printed is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_base64: Option<String>,
+    /// The program's stderr, kept the same way (as text).
+    #[serde(default)]
+    pub stderr: String,
+    /// How much the program printed and how much of it this record dropped.
+    #[serde(default)]
+    pub output: OutputSizes,
     /// Caveats about how this record was measured (for example "no cgroup: rusage only").
     #[serde(default)]
     pub notes: Vec<String>,
@@ -196,14 +239,43 @@ impl RunRecord {
             container: None,
             host: HostInfo::current().clone(),
             stdout: String::new(),
+            stdout_base64: None,
+            stderr: String::new(),
+            output: OutputSizes::default(),
             notes: Vec::new(),
         }
     }
 
-    /// Fills `stdout` and `result` from the program's captured output.
-    pub fn set_output(&mut self, output: &[u8]) {
-        self.stdout = String::from_utf8_lossy(output).into_owned();
+    /// Fills `stdout`, `stderr`, `output` and `result` from the program's captured output.
+    pub fn set_output(&mut self, stdout: &Captured, stderr: &Captured) {
+        use base64::Engine;
+        match std::str::from_utf8(&stdout.bytes) {
+            Ok(text) => self.stdout = text.to_string(),
+            Err(_) => {
+                self.stdout = String::from_utf8_lossy(&stdout.bytes).into_owned();
+                self.stdout_base64 = Some(base64::engine::general_purpose::STANDARD.encode(&stdout.bytes));
+            }
+        }
+        self.stderr = String::from_utf8_lossy(&stderr.bytes).into_owned();
         self.result = parse_result_line(&self.stdout);
+        self.output = OutputSizes {
+            stdout_bytes: stdout.total,
+            stdout_dropped_bytes: stdout.dropped,
+            stderr_bytes: stderr.total,
+            stderr_dropped_bytes: stderr.dropped,
+            kept_each_end_bytes: KEEP_EACH as u64,
+        };
+        for (name, stream) in [("stdout", stdout), ("stderr", stderr)] {
+            if stream.dropped > 0 {
+                self.notes.push(format!(
+                    "the program wrote {} bytes to {name}: the record keeps the first and the last {} KiB and \
+                     dropped the {} bytes between them",
+                    stream.total,
+                    KEEP_EACH >> 10,
+                    stream.dropped
+                ));
+            }
+        }
     }
 
     pub fn succeeded(&self) -> bool {
@@ -235,11 +307,26 @@ mod tests {
     #[test]
     fn record_round_trips_through_json() {
         let mut record = RunRecord::new(RuntimeKind::Container, "host", "hello", &["x".into()]);
-        record.set_output(b"Hello\nCVM-RESULT {\"workload\":\"hello\"}\n");
+        record.set_output(
+            &Captured::whole(b"Hello\nCVM-RESULT {\"workload\":\"hello\"}\n".to_vec()),
+            &Captured::default(),
+        );
         let text = serde_json::to_string(&record).unwrap();
         let back: RunRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, record);
         assert!(text.contains("\"schema\":1"));
         assert!(text.contains("\"runtime\":\"container\""));
+        assert!(!text.contains("stdout_base64"));
+    }
+
+    #[test]
+    fn output_that_is_not_utf8_is_kept_losslessly() {
+        use base64::Engine;
+        let mut record = RunRecord::new(RuntimeKind::Process, "host", "x", &[]);
+        let bytes = b"ok \xff\xfe bytes\n".to_vec();
+        record.set_output(&Captured::whole(bytes.clone()), &Captured::default());
+        assert!(record.stdout.contains('\u{fffd}'));
+        let decoded = base64::engine::general_purpose::STANDARD.decode(record.stdout_base64.unwrap()).unwrap();
+        assert_eq!(decoded, bytes);
     }
 }

@@ -163,9 +163,6 @@ pub fn save(path: &Path, results: &[ResultsFile]) -> Result<()> {
         }),
     }
     .context("serializing the results")?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    }
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -24,12 +24,35 @@ pub fn parse_size(text: &str) -> Result<u64> {
     }
 }
 
-/// `--timeout` seconds → a duration; zero, negative and non-finite values are refused.
+/// The longest `--timeout` accepted: a week. Anything longer is a typo, and keeping the deadline
+/// far below `Instant`'s range means no arithmetic on it can overflow.
+pub const MAX_TIMEOUT_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// The shortest `--timeout` accepted: one millisecond (the deadline's resolution).
+pub const MIN_TIMEOUT_SECS: f64 = 0.001;
+
+/// `--timeout` seconds → a duration; zero, negative, non-finite, tiny and huge values are refused.
 pub fn parse_timeout(seconds: f64) -> Result<std::time::Duration> {
-    if !(seconds > 0.0 && seconds.is_finite()) {
-        bail!("--timeout must be a positive number of seconds");
+    if !(seconds.is_finite() && (MIN_TIMEOUT_SECS..=MAX_TIMEOUT_SECS).contains(&seconds)) {
+        bail!(
+            "--timeout {seconds} is out of range: give a number of seconds from {MIN_TIMEOUT_SECS} to {MAX_TIMEOUT_SECS} (a week)"
+        );
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// The most processes `--pids` can allow: Linux's PID_MAX_LIMIT.
+pub const MAX_PIDS: u64 = 4 << 20;
+/// The most measured runs per cell (`--runs`) and warm-up runs (`--warmup`).
+pub const MAX_RUNS: u64 = 100_000;
+pub const MAX_WARMUP: u64 = 10_000;
+
+/// Checks a count option (`--runs`, `--pids`, ...) against its range, naming it in the error.
+pub fn check_count(option: &str, value: u64, min: u64, max: u64) -> Result<u64> {
+    if !(min..=max).contains(&value) {
+        bail!("{option} {value} is out of range: give a whole number from {min} to {max}");
+    }
+    Ok(value)
 }
 
 /// 1536 → "1.5 KiB".
@@ -74,6 +97,24 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("17179869184G").is_err());
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        assert_eq!(parse_timeout(2.5).unwrap(), std::time::Duration::from_millis(2500));
+        for bad in [0.0, -1.0, 1e-9, 1e19, 1e20, f64::NAN, f64::INFINITY, MAX_TIMEOUT_SECS + 1.0] {
+            let err = parse_timeout(bad).unwrap_err().to_string();
+            assert!(err.contains("out of range"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        assert_eq!(check_count("--runs", 5, 1, 10).unwrap(), 5);
+        assert!(check_count("--runs", 0, 1, 10).unwrap_err().to_string().contains("--runs 0"));
+        assert!(check_count("--runs", 11, 1, 10).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `cvm bench`: the runtime × workload matrix with warm-up and repeated runs, a hyperfine-style
 //! summary on stdout, and exports (JSON with every raw record, Markdown, CSV).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::bench::plan::ordered_runtimes;
 use crate::bench::{run_plan, BenchPlan, Progress, WorkloadChoice};
@@ -11,13 +11,21 @@ use crate::output::{self, bench_summary};
 use crate::report::model::ReportModel;
 use crate::results::{Environment, ResultsFile};
 use crate::runtime::KernelChoice;
-use crate::units::parse_timeout;
+use crate::units::{check_count, parse_timeout, MAX_RUNS, MAX_WARMUP};
 
 pub fn bench(args: BenchArgs) -> Result<i32> {
-    if args.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
+    check_count("--runs", args.runs as u64, 1, MAX_RUNS)?;
+    check_count("--warmup", args.warmup as u64, 0, MAX_WARMUP)?;
     let timeout = parse_timeout(args.timeout)?;
+    for (option, path) in [
+        ("--export-json", &args.export_json),
+        ("--export-markdown", &args.export_markdown),
+        ("--export-csv", &args.export_csv),
+    ] {
+        if let Some(path) = path {
+            export::check_destination(option, path)?;
+        }
+    }
     let runtimes = ordered_runtimes(args.runtimes.as_deref());
     let workloads = match &args.workloads {
         Some(list) => list.iter().map(|w| WorkloadChoice::parse(w)).collect::<Result<Vec<_>>>()?,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::bench::{exit_status, measure};
 use crate::bench::plan::ordered_runtimes;
@@ -13,6 +13,7 @@ use crate::output::{self, compare_summary};
 use crate::report::{self, model::ReportModel};
 use crate::results::utc_stamp;
 use crate::runtime::KernelChoice;
+use crate::units::{check_count, MAX_RUNS, MAX_WARMUP};
 
 /// The default matrix: (workload, args, measured runs, warm-up runs). Sized to finish in well
 /// under a minute on a 2-core nested-KVM machine (about 10 s): `cpu 100000` is half the
@@ -21,8 +22,11 @@ const DEFAULT_MATRIX: [(&str, &[&str], usize, usize); 4] =
     [("hello", &[], 30, 3), ("cpu", &["100000"], 10, 1), ("mem", &["16"], 10, 1), ("probe", &[], 10, 1)];
 
 pub fn compare(args: CompareArgs) -> Result<i32> {
-    if args.runs == Some(0) {
-        bail!("--runs must be at least 1");
+    if let Some(runs) = args.runs {
+        check_count("--runs", runs as u64, 1, MAX_RUNS)?;
+    }
+    if let Some(warmup) = args.warmup {
+        check_count("--warmup", warmup as u64, 0, MAX_WARMUP)?;
     }
     let runtimes = ordered_runtimes(args.runtimes.as_deref());
     let workloads: Vec<(WorkloadChoice, usize, usize)> = match &args.workload {

@@ -222,7 +222,7 @@ fn cgroup_hierarchy() -> Check {
 fn per_run_cgroup() -> Check {
     let hierarchy = cgroup::hierarchy();
     let name = format!("cvm-doctor-{}", std::process::id());
-    let check = match cgroup::RunCgroup::create(hierarchy, &name, cgroup::Limits::default()) {
+    let check = match cgroup::RunCgroup::create(hierarchy, &name, cgroup::Limits::default(), &[]) {
         Ok(run) => {
             let path = run.path().display().to_string();
             let notes = run.notes().join("; ");

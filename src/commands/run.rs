@@ -1,6 +1,7 @@
 //! `cvm run`: one program, once, in one runtime.
 
-use std::io::Write;
+use std::fmt::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -8,29 +9,49 @@ use crate::cli::RunArgs;
 use crate::explain::Narrator;
 use crate::program::Program;
 use crate::record::{Outcome, RunRecord};
-use crate::runtime::{self, KernelChoice, RunSpec};
-use crate::units::{format_bytes, format_ns, parse_size, parse_timeout};
+use crate::runtime::{self, relay, KernelChoice, RunSpec};
+use crate::units::{check_count, format_bytes, format_ns, parse_size, parse_timeout, MAX_PIDS};
 
 pub fn run(args: RunArgs) -> Result<i32> {
     let spec = spec_from_args(&args)?;
     let runtime = runtime::runtime(args.runtime);
     runtime.check_available()?;
+    let deadline = Instant::now() + spec.timeout;
     let record = runtime.run(&spec)?;
+    // Everything cvm prints goes through the relays, behind the program's own output: a reader
+    // that stalls can hold cvm until the run's deadline, plus a second for these last lines.
     if args.json {
         let json = serde_json::to_string(&record).context("serializing the run record")?;
-        // A closed stdout (`cvm run --json | true`) is the reader's choice, not an error.
-        let _ = writeln!(std::io::stdout().lock(), "{json}");
-    } else {
-        print_summary(&record);
+        relay::stdout().push(format!("{json}\n").as_bytes());
+    }
+    let mut text = String::new();
+    if !args.json {
+        summary(&record, &mut text);
     }
     if args.trace_syscalls {
-        print_syscall_table(&record);
+        syscall_table(&record, &mut text);
     }
     if let Some(reason) = &record.reason {
-        eprintln!("cvm: {reason}");
+        let _ = writeln!(text, "cvm: {reason}");
     }
+    relay::eprint(&text);
+    // A reader that went away or never read loses the rest: the run is over either way. The
+    // program's own output waits for its reader until the deadline; cvm's last lines (the
+    // record, the summary) a little longer.
+    let now = Instant::now();
+    let (output_until, last) = if record.outcome == Outcome::Interrupted {
+        // The user asked cvm to stop: only a short wait, for anything.
+        (now + LAST_LINES_GRACE, now + LAST_LINES_GRACE)
+    } else {
+        (deadline, deadline.max(now + LAST_LINES_GRACE))
+    };
+    let _ = relay::stdout().drain(if args.json { last } else { output_until });
+    let _ = relay::stderr().drain(last);
     Ok(record.exit_code)
 }
+
+/// How long cvm's last lines may wait for a stalled reader after the deadline.
+const LAST_LINES_GRACE: Duration = Duration::from_secs(1);
 
 pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
     let (program, user_args) = match &args.binary {
@@ -46,8 +67,8 @@ pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
             bail!("--cpus must be a positive number");
         }
     }
-    if args.pids == Some(0) {
-        bail!("--pids must be at least 1");
+    if let Some(pids) = args.pids {
+        check_count("--pids", pids, 1, MAX_PIDS)?;
     }
     let mut spec = RunSpec::new(program, user_args);
     spec.memory_bytes = args.memory.as_deref().map(parse_size).transpose().context("--memory")?;
@@ -58,21 +79,23 @@ pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
     spec.narrator = Narrator::new(args.explain);
     spec.trace_syscalls = args.trace_syscalls;
     spec.echo_output = !args.json;
+    spec.seccomp = args.seccomp;
     Ok(spec)
 }
 
-/// A short human summary on stderr (stdout carried the program's own output).
-fn print_summary(record: &RunRecord) {
+/// A short human summary for stderr (stdout carried the program's own output).
+fn summary(record: &RunRecord, out: &mut String) {
     let p = &record.phases_ns;
     let ms = |ns: u64| format_ns(ns as f64);
     let outcome = match record.outcome {
         Outcome::Exited => format!("exit status {}", record.exit_code),
-        other => format!("{other:?} (exit status {})", record.exit_code),
+        other => format!("{} (exit status {})", other.label(), record.exit_code),
     };
-    eprintln!("── cvm run: {} · {} · kernel {} ──", record.runtime, record.workload, record.kernel);
-    eprintln!("  ended     {outcome}");
+    let _ = writeln!(out, "── cvm run: {} · {} · kernel {} ──", record.runtime, record.workload, record.kernel);
+    let _ = writeln!(out, "  ended     {outcome}");
     let first = p.first_output.map_or("none".to_string(), ms);
-    eprintln!(
+    let _ = writeln!(
+        out,
         "  phases    setup {} · boot {} · first output {} · exit {} · teardown {} · total {}",
         ms(p.setup),
         ms(p.boot),
@@ -98,17 +121,20 @@ fn print_summary(record: &RunRecord) {
     if let Some(v) = m.runtime_overhead_bytes {
         memory.push(format!("runtime overhead {}", format_bytes(v)));
     }
-    eprintln!("  memory    {}", memory.join(" · "));
-    eprintln!("  cpu       user {} · system {}", ms(record.cpu.user_ns), ms(record.cpu.system_ns));
+    let _ = writeln!(out, "  memory    {}", memory.join(" · "));
+    let _ = writeln!(out, "  cpu       user {} · system {}", ms(record.cpu.user_ns), ms(record.cpu.system_ns));
     for note in &record.notes {
-        eprintln!("  note      {note}");
+        let _ = writeln!(out, "  note      {note}");
     }
 }
 
 /// `--trace-syscalls`: a `strace -c`-like table of the calls the guest kernel served.
-fn print_syscall_table(record: &RunRecord) {
+fn syscall_table(record: &RunRecord, out: &mut String) {
     let Some(guest) = &record.guest else {
-        eprintln!("cvm: --trace-syscalls counts the calls served by the guest kernel; it applies to --runtime vm");
+        let _ = writeln!(
+            out,
+            "cvm: --trace-syscalls counts the calls served by the guest kernel; it applies to --runtime vm"
+        );
         return;
     };
     let mut rows: Vec<(&String, u64, u64)> = guest
@@ -124,16 +150,17 @@ fn print_syscall_table(record: &RunRecord) {
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let total: u64 = rows.iter().map(|r| r.1).sum();
     let errors: u64 = rows.iter().map(|r| r.2).sum();
-    eprintln!(
+    let _ = writeln!(
+        out,
         "{:>8} {:>9} {:>8}  syscall (served by the {} guest kernel)",
         "calls", "% calls", "ENOSYS", record.kernel
     );
-    eprintln!("{:->8} {:->9} {:->8}  {:->24}", "", "", "", "");
+    let _ = writeln!(out, "{:->8} {:->9} {:->8}  {:->24}", "", "", "", "");
     for (name, calls, unsupported) in rows {
         let share = 100.0 * calls as f64 / total.max(1) as f64;
         let unsupported = if unsupported > 0 { unsupported.to_string() } else { String::new() };
-        eprintln!("{calls:>8} {share:>8.1}% {unsupported:>8}  {name}");
+        let _ = writeln!(out, "{calls:>8} {share:>8.1}% {unsupported:>8}  {name}");
     }
-    eprintln!("{:->8} {:->9} {:->8}  {:->24}", "", "", "", "");
-    eprintln!("{total:>8} {:>8.1}% {errors:>8}  total", 100.0);
+    let _ = writeln!(out, "{:->8} {:->9} {:->8}  {:->24}", "", "", "", "");
+    let _ = writeln!(out, "{total:>8} {:>8.1}% {errors:>8}  total", 100.0);
 }

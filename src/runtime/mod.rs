@@ -1,8 +1,12 @@
 //! The three runtimes behind one small interface: each runs a [`RunSpec`] and returns a
 //! [`RunRecord`]. Everything above this layer (bench, compare, reports, labs) only sees records.
 
+pub mod capture;
+pub mod child;
 pub mod container;
 pub mod process;
+pub mod relay;
+pub mod spawn;
 pub mod supervise;
 pub mod taskstats;
 pub mod vm;
@@ -60,6 +64,19 @@ pub struct RunSpec {
     pub trace_syscalls: bool,
     /// Copy the program's output to cvm's stdout as it arrives (off for `--json` and benches).
     pub echo_output: bool,
+    /// container: the system-call filter.
+    pub seccomp: SeccompProfile,
+}
+
+/// The container's system-call filter (`--seccomp`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompProfile {
+    /// Docker's default profile: about 300 allowed system calls, EPERM for the rest.
+    #[default]
+    Default,
+    /// No filter (to show what the filter refuses).
+    Unconfined,
 }
 
 impl RunSpec {
@@ -75,6 +92,7 @@ impl RunSpec {
             narrator: Narrator::new(false),
             trace_syscalls: false,
             echo_output: false,
+            seccomp: SeccompProfile::Default,
         }
     }
 

@@ -1,12 +1,12 @@
 //! The baseline: the program as a plain child process of cvm, sharing everything with the host.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result};
 
-use super::supervise::{pipe, supervise};
-use super::{taskstats, RunClock, RunSpec, Runtime};
+use super::spawn;
+use super::supervise::{pipe, supervise, KillScope, Watched};
+use super::{taskstats, RunClock, RunSpec, Runtime, SeccompProfile};
 use crate::own_usage;
 use crate::record::{RunRecord, RuntimeKind};
 
@@ -32,26 +32,41 @@ impl Runtime for ProcessRuntime {
         let narrator = &spec.narrator;
         let path = spec.program.host_path()?;
         let args = spec.program_args();
-        let (read_end, write_end) = pipe()?;
-        let mut command = Command::new(&path);
-        command.args(&args).stdin(Stdio::null()).stdout(Stdio::from(write_end)).stderr(Stdio::inherit());
-        // The program gets the default signal dispositions, not cvm's handlers.
-        command.process_group(0);
+        let mut notes = ignored_limits(spec);
+        let (stdout, stdout_for_child) = pipe()?;
+        let (stderr, stderr_for_child) = pipe()?;
+        let stdin = std::fs::File::open("/dev/null").context("opening /dev/null")?;
         narrator.step(|| {
             format!(
-                "process: fork and exec {} {} as a plain child process. It shares everything with cvm: \
-                 the host kernel, the pid numbering, the host name, the file system, the network and all \
-                 capabilities. This is the baseline the other runtimes are compared with.",
+                "process: start {} {} as a plain child process (clone with CLONE_VM|CLONE_VFORK, then execve, \
+                 as posix_spawn does) in a process group of its own, tied to cvm's life by a parent-death \
+                 signal, with stdin from /dev/null, stdout and stderr through pipes and no other inherited \
+                 descriptor. It shares everything else with cvm: the host kernel, the pid numbering, the host \
+                 name, the file system, the network and all capabilities. This is the baseline the other \
+                 runtimes are compared with.",
                 path.display(),
                 args.join(" ")
             )
         });
         let setup = clock.now_ns();
-        let child = command.spawn().with_context(|| format!("starting {}", path.display()))?;
-        drop(command);
-        let pid = child.id() as libc::pid_t;
+        let stdio = spawn::Stdio {
+            stdin: stdin.as_raw_fd(),
+            stdout: stdout_for_child.as_raw_fd(),
+            stderr: stderr_for_child.as_raw_fd(),
+        };
+        let child = spawn::spawn(&path, &args, stdio)?;
+        drop((stdout_for_child, stderr_for_child, stdin));
+        let pid = child.pid;
         let deadline = clock.started_at() + spec.timeout;
-        let done = supervise(pid, read_end, deadline, spec.echo_output)?;
+        let done = supervise(Watched {
+            pid,
+            pidfd: &child.pidfd,
+            stdout,
+            stderr,
+            kill: KillScope::ProcessGroup,
+            deadline,
+            echo: spec.echo_output,
+        })?;
         narrator.step(|| {
             format!(
                 "process: the program ended ({}); cvm collected its exit status and resource usage with wait4.",
@@ -61,7 +76,8 @@ impl Runtime for ProcessRuntime {
 
         let teardown = clock.now_ns();
         let mut record = RunRecord::new(RuntimeKind::Process, "host", &spec.program.label(), &spec.args);
-        record.set_output(&done.output);
+        record.set_output(&done.stdout, &done.stderr);
+        record.notes.append(&mut notes);
         record.exit_code = done.exit_code();
         record.signal = done.signal;
         record.outcome = done.outcome();
@@ -82,6 +98,26 @@ impl Runtime for ProcessRuntime {
         record.phases_ns.total = teardown;
         Ok(record)
     }
+}
+
+/// A plain process has no limits: say so instead of ignoring `--memory`, `--cpus`, `--pids`.
+fn ignored_limits(spec: &RunSpec) -> Vec<String> {
+    let given: Vec<&str> =
+        [spec.memory_bytes.map(|_| "--memory"), spec.cpus.map(|_| "--cpus"), spec.pids.map(|_| "--pids")]
+            .into_iter()
+            .flatten()
+            .collect();
+    let mut notes = Vec::new();
+    if !given.is_empty() {
+        notes.push(format!(
+            "{} not applied: the process runtime is the unconfined baseline (no cgroup); use --runtime container",
+            given.join(", ")
+        ));
+    }
+    if spec.seccomp != SeccompProfile::Default {
+        notes.push("--seccomp applies to the container runtime: a plain process has no filter".into());
+    }
+    notes
 }
 
 /// The program's own peak RSS when `ru_maxrss` shows it above cvm's; otherwise it is hidden

@@ -2,12 +2,13 @@
 //! optionally echoed), its exit status and resource usage (`wait4`), the `--timeout` deadline
 //! and cvm's own interruption. Shared by the process and container runtimes.
 
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::capture::{BoundedCapture, Captured};
+use super::relay::{self, Relay};
 use crate::interrupt;
 use crate::own_usage::timeval_ns;
 use crate::record::Outcome;
@@ -22,15 +23,20 @@ pub struct Supervised {
     pub rusage: libc::rusage,
     pub first_output: Option<Instant>,
     pub exited_at: Instant,
-    pub output: Vec<u8>,
+    pub stdout: Captured,
+    pub stderr: Captured,
     pub timed_out: bool,
     /// Set when cvm was asked to stop (the signal number).
     pub interrupted: Option<i32>,
 }
 
 impl Supervised {
-    /// 128 + signal for a killed child, like a shell reports it.
+    /// 128 + signal for a killed child, like a shell reports it; when cvm was interrupted,
+    /// 128 + the signal that interrupted it, in every runtime.
     pub fn exit_code(&self) -> i32 {
+        if let Some(signal) = self.interrupted {
+            return crate::interrupt::exit_status(signal);
+        }
         match (self.exit_status, self.signal) {
             (Some(code), _) => code,
             (None, Some(signal)) => 128 + signal,
@@ -125,58 +131,113 @@ pub fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Waits for child `pid` (a direct child of cvm), collecting `output` until it ends.
-/// Kills it (SIGKILL) at `deadline` or when cvm is interrupted; always reaps it.
-pub fn supervise(pid: libc::pid_t, output: OwnedFd, deadline: Instant, echo: bool) -> Result<Supervised> {
-    let pidfd = pidfd_open(pid)?;
-    set_nonblocking(&output)?;
-    let mut output = Some(output);
-    let mut collected = Vec::new();
+/// Who is killed when the run is stopped (timeout, Ctrl-C) and when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KillScope {
+    /// The program's whole process group (the process runtime): a shell's background children
+    /// go with it. Descendants that left the group (a new session) can survive; see
+    /// docs/architecture.md.
+    ProcessGroup,
+    /// Only the direct child: pid 1 of a pid namespace, whose death ends everything inside.
+    Process,
+}
+
+/// A started child to watch: a direct child of cvm, with its output pipes.
+pub struct Watched<'a> {
+    pub pid: libc::pid_t,
+    pub pidfd: &'a OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub kill: KillScope,
+    pub deadline: Instant,
+    /// Copy the output to cvm's stdout and stderr as it arrives.
+    pub echo: bool,
+}
+
+/// One output pipe being read.
+struct Stream {
+    fd: Option<OwnedFd>,
+    capture: BoundedCapture,
+    relay: &'static Relay,
+}
+
+impl Stream {
+    fn new(fd: OwnedFd, relay: &'static Relay) -> Result<Stream> {
+        set_nonblocking(&fd)?;
+        Ok(Stream { fd: Some(fd), capture: BoundedCapture::new(), relay })
+    }
+
+    /// How much may be read now: with echo, no more than the relay can take, so a stalled
+    /// reader of cvm's output slows the program down instead of growing cvm.
+    fn budget(&self, echo: bool) -> usize {
+        if echo {
+            self.relay.room()
+        } else {
+            usize::MAX
+        }
+    }
+}
+
+/// Waits for the child until it ends, collecting its output (bounded, see [`BoundedCapture`]).
+/// Kills it (SIGKILL, see [`KillScope`]) at the deadline or when cvm is interrupted, and
+/// always reaps it. A `PTRACE_TRACEME` by the program makes cvm its tracer: each time it
+/// stops for its tracer, cvm lets it go again, so the run cannot hang on that.
+pub fn supervise(child: Watched) -> Result<Supervised> {
+    let Watched { pid, pidfd, stdout, stderr, kill, deadline, echo } = child;
+    let mut streams = [Stream::new(stdout, relay::stdout())?, Stream::new(stderr, relay::stderr())?];
     let mut first_output = None;
     let mut timed_out = false;
     let mut interrupted = None;
-    let mut buffer = [0u8; 16 * 1024];
-    let mut stdout = std::io::stdout();
+    let mut buffer = vec![0u8; 64 * 1024];
 
     loop {
         if let Some(signal) = interrupt::requested() {
             interrupted = Some(signal);
-            kill(pid);
+            stop(pid, pidfd, kill);
             break;
         }
         let now = Instant::now();
         if now >= deadline {
             timed_out = true;
-            kill(pid);
+            stop(pid, pidfd, kill);
             break;
         }
-        // Wake at least every 100 ms: a signal between the check above and poll is not lost.
-        let wait = (deadline - now).min(Duration::from_millis(100));
+        release_if_traced(pid);
         let mut fds = vec![libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        if let Some(out) = &output {
-            fds.push(libc::pollfd { fd: out.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        let mut polled = Vec::new();
+        let mut paused = false;
+        for (index, stream) in streams.iter().enumerate() {
+            if let Some(fd) = &stream.fd {
+                if stream.budget(echo) == 0 {
+                    paused = true;
+                    continue;
+                }
+                fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                polled.push(index);
+            }
         }
+        // Wake at least every 100 ms (10 ms while a stream waits for its relay): a signal
+        // between the checks above and poll is not lost.
+        let cap = if paused { Duration::from_millis(10) } else { Duration::from_millis(100) };
+        let wait = (deadline - now).min(cap).as_millis().max(1) as i32;
         // SAFETY: `fds` is a valid array of pollfd of the given length.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait.as_millis() as i32) };
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
         if ready < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            kill(pid);
+            stop(pid, pidfd, kill);
             reap(pid)?;
             return Err(err).context("waiting for the program");
         }
-        if fds.len() > 1 && fds[1].revents != 0 {
-            let open = drain(
-                output.as_ref().expect("polled"),
-                &mut buffer,
-                &mut collected,
-                &mut first_output,
-                echo.then_some(&mut stdout),
-            )?;
-            if !open {
-                output = None;
+        for (slot, &index) in polled.iter().enumerate() {
+            if fds[slot + 1].revents != 0 {
+                let stream = &mut streams[index];
+                let budget = stream.budget(echo);
+                if !drain(stream, &mut buffer, budget, &mut first_output, index == 0, echo)? {
+                    stream.fd = None;
+                }
             }
         }
         if fds[0].revents != 0 {
@@ -185,13 +246,18 @@ pub fn supervise(pid: libc::pid_t, output: OwnedFd, deadline: Instant, echo: boo
     }
     let (status, rusage) = reap(pid)?;
     let exited_at = Instant::now();
-    // What the program wrote just before it ended is still in the pipe. Descendants that
+    // What the program wrote just before it ended is still in the pipes. Descendants that
     // survive it do not hold us: read only what is there now.
-    if let Some(out) = &output {
-        drain(out, &mut buffer, &mut collected, &mut first_output, echo.then_some(&mut stdout))?;
+    for (index, stream) in streams.iter_mut().enumerate() {
+        if stream.fd.is_some() {
+            drain(stream, &mut buffer, usize::MAX, &mut first_output, index == 0, echo)?;
+        }
     }
-    if echo {
-        let _ = stdout.flush();
+    if kill == KillScope::ProcessGroup {
+        // Background children of the program die with the run (the group outlives its
+        // leader's pid only while a member is alive, so this cannot hit a stranger).
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
     let (exit_status, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
@@ -200,32 +266,47 @@ pub fn supervise(pid: libc::pid_t, output: OwnedFd, deadline: Instant, echo: boo
     } else {
         (None, None)
     };
-    Ok(Supervised { exit_status, signal, rusage, first_output, exited_at, output: collected, timed_out, interrupted })
+    let [out, err] = streams;
+    Ok(Supervised {
+        exit_status,
+        signal,
+        rusage,
+        first_output,
+        exited_at,
+        stdout: out.capture.finish(),
+        stderr: err.capture.finish(),
+        timed_out,
+        interrupted,
+    })
 }
 
-/// Reads everything available now; false once the write end is closed.
+/// Reads what is available now, at most `budget` bytes; false once the write end is closed.
+/// Only stdout's first byte is the run's first output.
 fn drain(
-    fd: &OwnedFd,
+    stream: &mut Stream,
     buffer: &mut [u8],
-    collected: &mut Vec<u8>,
+    mut budget: usize,
     first_output: &mut Option<Instant>,
-    mut echo: Option<&mut std::io::Stdout>,
+    is_stdout: bool,
+    echo: bool,
 ) -> Result<bool> {
-    loop {
+    let fd = stream.fd.as_ref().expect("an open stream").as_raw_fd();
+    while budget > 0 {
+        let want = buffer.len().min(budget);
         // SAFETY: reading into a buffer we own, at most its length.
-        let n = unsafe { libc::read(fd.as_fd().as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
+        let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), want) };
         match n {
             0 => return Ok(false),
             n if n > 0 => {
-                if first_output.is_none() {
+                let chunk = &buffer[..n as usize];
+                if is_stdout && first_output.is_none() {
                     *first_output = Some(Instant::now());
                 }
-                let chunk = &buffer[..n as usize];
-                collected.extend_from_slice(chunk);
-                if let Some(out) = echo.as_deref_mut() {
-                    let _ = out.write_all(chunk);
-                    let _ = out.flush();
+                stream.capture.push(chunk);
+                if echo {
+                    stream.relay.push(chunk);
                 }
+                budget -= chunk.len();
             }
             _ => {
                 let err = std::io::Error::last_os_error();
@@ -237,6 +318,48 @@ fn drain(
             }
         }
     }
+    Ok(true)
+}
+
+/// SIGKILL to the child (and its process group).
+fn stop(pid: libc::pid_t, pidfd: &OwnedFd, kill: KillScope) {
+    // SAFETY: signalling through our own pidfd cannot reach a reused pid; the group kill is
+    // safe while the leader is unreaped (its pid, and so the group id, cannot be reused).
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+        if kill == KillScope::ProcessGroup {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// A program that called `PTRACE_TRACEME` stops whenever it gets a signal or execs, waiting
+/// for its tracer, which is cvm. cvm is no debugger: it detaches, passing the signal on
+/// (except the SIGTRAP of an exec, which only exists for debuggers).
+fn release_if_traced(pid: libc::pid_t) {
+    // SAFETY: waitid fills the siginfo we own; WNOWAIT leaves the child's state as it is.
+    let info = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        if libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WSTOPPED | libc::WNOHANG | libc::WNOWAIT) != 0
+        {
+            return;
+        }
+        info
+    };
+    // SAFETY: si_pid and si_status are valid for the CLD_* codes waitid reports.
+    let (reported, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if reported != pid || info.si_code != libc::CLD_TRAPPED {
+        return;
+    }
+    let pass_on = if status == libc::SIGTRAP { 0 } else { status };
+    // SAFETY: detaching our own tracee; no memory is passed.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, std::ptr::null_mut::<libc::c_void>(), pass_on as usize) };
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
@@ -247,12 +370,6 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
         return Err(std::io::Error::last_os_error()).context("making the output pipe non-blocking");
     }
     Ok(())
-}
-
-fn kill(pid: libc::pid_t) {
-    // SAFETY: kill has no memory-safety preconditions; the child is ours and not yet reaped,
-    // so the pid cannot have been reused.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
 /// wait4 for `pid`, retrying on EINTR: (status, rusage).

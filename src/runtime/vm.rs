@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use cvm_guest_abi::{SYSCALL_COUNTS_ADDR, SYSCALL_SLOTS};
 
-use super::{KernelChoice, RunClock, RunSpec, Runtime};
+use super::{KernelChoice, RunClock, RunSpec, Runtime, SeccompProfile};
 use crate::embedded;
 use crate::own_usage as usage;
 use crate::program::Program;
@@ -45,9 +45,10 @@ impl Runtime for VmRuntime {
                 bail!("the vm runtime has exactly one vCPU: --cpus {cpus} is not supported (use --cpus 1 or leave it out)");
             }
         }
+        let deadline = clock.started_at() + spec.timeout;
         let booted = match &spec.kernel {
-            KernelChoice::Builtin => boot_builtin(spec)?,
-            KernelChoice::Image(path) => boot_linux(spec, path)?,
+            KernelChoice::Builtin => boot_builtin(spec, deadline)?,
+            KernelChoice::Image(path) => boot_linux(spec, path, deadline)?,
         };
         run_and_record(spec, clock, booted)
     }
@@ -62,7 +63,7 @@ struct Booted {
 }
 
 /// The builtin guest kernel running the program.
-fn boot_builtin(spec: &RunSpec) -> Result<Booted> {
+fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
     let program = spec.program.bytes()?;
     let ram_bytes = layout::ram_size(spec.memory_bytes)?;
     let request = VmRequest {
@@ -91,12 +92,12 @@ fn boot_builtin(spec: &RunSpec) -> Result<Booted> {
          port access (console output, boot timer, exit) or a fault."
             .into()
     });
-    Ok(Booted { vm, bus: PortBus::new(spec.echo_output, UnknownPorts::Refuse), builtin: true, cpu_before })
+    Ok(Booted { vm, bus: PortBus::new(spec.echo_output, UnknownPorts::Refuse, deadline), builtin: true, cpu_before })
 }
 
 /// A Linux kernel image (`--kernel PATH`), booted through its PVH entry; it has no root file
 /// system, so the program itself is not run.
-fn boot_linux(spec: &RunSpec, path: &Path) -> Result<Booted> {
+fn boot_linux(spec: &RunSpec, path: &Path, deadline: Instant) -> Result<Booted> {
     let image = std::fs::read(path).with_context(|| format!("cannot read the kernel image {}", path.display()))?;
     let ram_bytes = layout::ram_size(Some(spec.memory_bytes.unwrap_or(linux_boot::DEFAULT_LINUX_RAM_BYTES)))?;
     let linux = LinuxImage::parse(&image, ram_bytes).with_context(|| format!("cannot boot {}", path.display()))?;
@@ -111,7 +112,7 @@ fn boot_linux(spec: &RunSpec, path: &Path) -> Result<Booted> {
          gets before the timeout or before KVM gives up."
             .into()
     });
-    Ok(Booted { vm, bus: PortBus::for_linux(spec.echo_output), builtin: false, cpu_before })
+    Ok(Booted { vm, bus: PortBus::for_linux(spec.echo_output, deadline), builtin: false, cpu_before })
 }
 
 /// Runs the VM to its end, measures it, tears it down and fills the record.
@@ -150,7 +151,20 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
     narrator.step(|| "vm: closed the vCPU, VM and /dev/kvm descriptors and unmapped guest RAM: the VM is gone.".into());
 
     let mut record = RunRecord::new(RuntimeKind::Vm, &spec.kernel.label(), &spec.program.label(), &spec.args);
-    record.set_output(&bus.console.stdout);
+    if spec.pids.is_some() {
+        record
+            .notes
+            .push("--pids not applied: the builtin guest kernel runs exactly one program and starts no others".into());
+    }
+    if spec.seccomp != SeccompProfile::Default {
+        record.notes.push(
+            "--seccomp applies to the container runtime: a VM's program talks to the guest kernel, not the host's"
+                .into(),
+        );
+    }
+    let stdout = std::mem::take(&mut bus.console.stdout).finish();
+    let stderr = std::mem::take(&mut bus.console.stderr).finish();
+    record.set_output(&stdout, &stderr);
     apply_stop(&mut record, &stop, spec);
     let phases = &mut record.phases_ns;
     phases.setup = setup;

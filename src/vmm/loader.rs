@@ -36,35 +36,49 @@ impl ProgramLayout {
     /// Plans the program's place in `ram_size` bytes of guest RAM, or says why it does not fit.
     pub fn plan(program: &ElfFile, ram_size: u64) -> Result<ProgramLayout> {
         let bias = if program.position_independent { PIE_LOAD_BIAS } else { 0 };
-        let (low, high) = program.virtual_extent();
-        let (low, high) = (low + bias, high.checked_add(bias).context("program addresses overflow")?);
+        // Every address below is computed with checked arithmetic: a hostile file can put a
+        // segment anywhere in the 64-bit space, and a wrapped sum would place the heap over
+        // the kernel's boot data.
+        let overflow = || anyhow::anyhow!("corrupt ELF file: a segment address overflows the 64-bit address space");
+        let stack_bottom = ram_size.checked_sub(USER_STACK_SIZE).context("guest RAM smaller than the user stack")?;
+        let (mut low, mut high) = (u64::MAX, 0u64);
+        for segment in &program.segments {
+            let start = segment.vaddr.checked_add(bias).ok_or_else(overflow)?;
+            let end = start.checked_add(segment.mem_size).ok_or_else(overflow)?;
+            low = low.min(start);
+            high = high.max(end);
+        }
         if low < USER_BASE {
             bail!(
                 "the program is linked at {low:#x}, below the VM's user space at {USER_BASE:#x}; \
                  link it at {USER_BASE:#x} or higher, or build it as static-pie"
             );
         }
-        if !program.segments.iter().any(|s| program.entry >= s.vaddr && program.entry < s.vaddr + s.mem_size) {
+        let entry = program.entry.checked_add(bias).ok_or_else(overflow)?;
+        if !program.segments.iter().any(|s| program.entry >= s.vaddr && program.entry - s.vaddr < s.mem_size) {
             bail!("corrupt ELF file: the entry point {:#x} is not in any loadable segment", program.entry);
         }
-        let stack_bottom = ram_size - USER_STACK_SIZE;
-        let brk_start = align_up(high, PAGE_SIZE);
-        if brk_start.saturating_add(MIN_HEAP_BYTES) > stack_bottom {
-            bail!(
+        let too_big = || {
+            anyhow::anyhow!(
                 "the program needs {} MiB of memory but the VM has {} MiB of guest RAM; give it more with --memory",
-                (high - low + MIN_HEAP_BYTES + USER_STACK_SIZE + USER_BASE).div_ceil(1 << 20),
+                high.saturating_sub(low).saturating_add(MIN_HEAP_BYTES + USER_STACK_SIZE + USER_BASE).div_ceil(1 << 20),
                 ram_size >> 20
-            );
+            )
+        };
+        let brk_start = checked_align_up(high, PAGE_SIZE).ok_or_else(too_big)?;
+        if brk_start.checked_add(MIN_HEAP_BYTES).is_none_or(|end| end > stack_bottom) {
+            return Err(too_big());
         }
         // A quarter of what is free for the break, the rest for mmap (where large allocations go).
         let brk_limit = brk_start + align_up((stack_bottom - brk_start) / 4, PAGE_SIZE);
         let phdr_address = program
             .program_headers_vaddr()
             .context("the program's headers are not in a loaded segment (AT_PHDR would be wrong)")?
-            + bias;
+            .checked_add(bias)
+            .ok_or_else(overflow)?;
         Ok(ProgramLayout {
             bias,
-            entry: program.entry + bias,
+            entry,
             phdr_address,
             phent: u64::from(program.phentsize),
             phnum: u64::from(program.phnum),
@@ -75,6 +89,11 @@ impl ProgramLayout {
             stack_top: ram_size,
         })
     }
+}
+
+/// `value` rounded up to a multiple of `align` (a power of two), or None past 2^64.
+pub fn checked_align_up(value: u64, align: u64) -> Option<u64> {
+    Some(value.checked_add(align - 1)? & !(align - 1))
 }
 
 /// Copies the program's segments to their addresses; the rest of each segment (bss) is
@@ -141,6 +160,21 @@ mod tests {
         assert!(layout.brk_start < layout.brk_limit && layout.brk_limit < layout.mmap_top);
         assert_eq!(layout.stack_top - layout.stack_bottom, USER_STACK_SIZE);
         assert_eq!(layout.brk_start % PAGE_SIZE, 0);
+    }
+
+    /// A segment that ends within a page of 2^64 (the wrap the security review found).
+    #[test]
+    fn a_segment_at_the_top_of_the_address_space_is_refused() {
+        let mut program = ElfFile::parse(embedded::WORKLOAD_ELF).unwrap();
+        let mut top = program.segments[0];
+        top.file_size = 0;
+        top.mem_size = 0x10;
+        top.vaddr = u64::MAX - PIE_LOAD_BIAS - 0x20;
+        program.segments.push(top);
+        let err = ProgramLayout::plan(&program, 64 << 20).unwrap_err().to_string();
+        assert!(err.contains("guest RAM") || err.contains("overflow"), "{err}");
+        assert_eq!(checked_align_up(u64::MAX - 5, PAGE_SIZE), None);
+        assert_eq!(checked_align_up(4097, PAGE_SIZE), Some(8192));
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub fn probe() -> JsonObject {
     let interfaces = network_interfaces();
     let cap_eff = status_field("CapEff");
     let cgroup = read_lines("/proc/self/cgroup").map(|lines| lines.join(";"));
+    let seccomp = status_field("Seccomp").map(|mode| seccomp_mode(&mode));
+    let no_new_privs = status_field("NoNewPrivs");
+    let keyring = session_keyring();
+    let terminal = controlling_terminal();
 
     let show = |v: Option<u64>| v.map_or("not visible".to_string(), |v| v.to_string());
     let (sysname, release, nodename) = match &uts {
@@ -34,6 +38,9 @@ pub fn probe() -> JsonObject {
         None => println!("interfaces: not visible"),
     }
     println!("CapEff:     {}", cap_eff.as_deref().unwrap_or("not visible"));
+    println!("seccomp:    {}", seccomp.unwrap_or("not visible"));
+    println!("keyring:    {}", keyring.describe());
+    println!("terminal:   {}", terminal.describe());
 
     let mut result = JsonObject::new("probe");
     result.opt_str("kernel_name", uts.as_ref().map(|u| u.0.as_str()));
@@ -53,7 +60,83 @@ pub fn probe() -> JsonObject {
     result.opt_str("cap_eff", cap_eff.as_deref());
     result.opt_int("cap_eff_count", cap_eff.as_deref().and_then(count_capabilities));
     result.opt_str("cgroup", cgroup.as_deref());
+    result.opt_str("seccomp", seccomp);
+    result.opt_str("no_new_privs", no_new_privs.as_deref());
+    match keyring {
+        Answer::Value(id) => result.int("session_keyring", id),
+        Answer::Refused(errno) => result.str("session_keyring_error", errno_name(errno)),
+    }
+    match terminal {
+        Answer::Value(_) => result.str("controlling_terminal", "yes"),
+        Answer::Refused(errno) => result.str("controlling_terminal_error", errno_name(errno)),
+    }
     result
+}
+
+/// What the kernel answered: a value, or an error number.
+enum Answer {
+    Value(u64),
+    Refused(i32),
+}
+
+impl Answer {
+    fn describe(&self) -> String {
+        match self {
+            Answer::Value(value) => format!("{value}"),
+            Answer::Refused(errno) => format!("refused ({})", errno_name(*errno)),
+        }
+    }
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The serial number of this process's session keyring (a host-wide kernel object: two
+/// programs that print the same number share keys).
+fn session_keyring() -> Answer {
+    const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+    const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+    // SAFETY: keyctl with integer arguments only; 0 = do not create one.
+    let id = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0) };
+    if id < 0 {
+        Answer::Refused(last_errno())
+    } else {
+        Answer::Value(id as u64)
+    }
+}
+
+/// Whether this process has a controlling terminal it could read from or type into.
+fn controlling_terminal() -> Answer {
+    // SAFETY: open/close of a constant path.
+    let fd = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Answer::Refused(last_errno());
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    Answer::Value(1)
+}
+
+fn seccomp_mode(field: &str) -> &'static str {
+    match field {
+        "0" => "disabled",
+        "1" => "strict",
+        "2" => "filter",
+        _ => "unknown",
+    }
+}
+
+fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOENT => "ENOENT",
+        libc::ENXIO => "ENXIO",
+        libc::EACCES => "EACCES",
+        libc::ENOKEY => "ENOKEY",
+        _ => "error",
+    }
 }
 
 /// (sysname, release, nodename, version) from the uname system call.
@@ -82,22 +165,12 @@ fn visible_processes() -> Option<u64> {
 
 fn network_interfaces() -> Option<Vec<String>> {
     let lines = read_lines("/proc/net/dev")?;
-    Some(
-        lines
-            .iter()
-            .skip(2)
-            .filter_map(|line| line.split(':').next())
-            .map(|name| name.trim().to_string())
-            .collect(),
-    )
+    Some(lines.iter().skip(2).filter_map(|line| line.split(':').next()).map(|name| name.trim().to_string()).collect())
 }
 
 fn status_field(name: &str) -> Option<String> {
     let lines = read_lines("/proc/self/status")?;
-    lines
-        .iter()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-        .map(|value| value.trim().to_string())
+    lines.iter().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')).map(|value| value.trim().to_string())
 }
 
 fn count_capabilities(hex: &str) -> Option<u64> {

@@ -215,8 +215,10 @@ pub fn open_kernel_to_ring3() {
 pub unsafe fn write_msr(index: u32, value: u64) {
     // SAFETY: the caller guarantees real CPL0; the MSRs written here only steer syscall entry
     // and the FS base.
-    asm!("wrmsr", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
-         options(nostack));
+    unsafe {
+        asm!("wrmsr", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack));
+    }
 }
 
 pub fn rdtsc() -> u64 {

@@ -12,6 +12,7 @@ use std::os::fd::RawFd;
 use super::capabilities;
 use super::namespaces;
 use super::sync::{self, RootfsKind};
+use crate::runtime::child;
 
 /// One thing the first process does, with its arguments ready as C strings.
 #[derive(Debug)]
@@ -26,10 +27,22 @@ pub enum Step {
     },
     /// Enter a new cgroup namespace: the cgroup cvm just moved us into becomes our root.
     EnterCgroupNamespace,
-    /// A process group of our own, so the terminal's Ctrl-C reaches cvm, not the program
-    /// (cvm then stops the container). Not `setsid`: a new session also creates a scheduler
-    /// autogroup, which costs up to milliseconds.
-    NewProcessGroup,
+    /// A session of our own, without a controlling terminal: the program cannot open the
+    /// caller's terminal (`/dev/tty`) to read it or type into it (TIOCSTI), and the terminal's
+    /// Ctrl-C reaches cvm, not the program (cvm then stops the container).
+    NewSession,
+    /// A new, empty session keyring instead of the caller's (the kernel keyring is not
+    /// namespaced: sharing it would share the caller's keys).
+    NewSessionKeyring,
+    /// `RLIMIT_NOFILE` as runc sets it.
+    LimitOpenFiles {
+        soft: u64,
+        hard: u64,
+    },
+    /// The system-call filter (last step: everything after it must be allowed by it).
+    Seccomp {
+        filter: Vec<libc::sock_filter>,
+    },
     SetHostname(CString),
     LoopbackUp,
     Mount {
@@ -129,6 +142,10 @@ impl InitPlan {
     pub fn describe(&self, index: u16) -> String {
         if index == sync::EXEC_STEP {
             format!("starting the program {}", self.program.to_string_lossy())
+        } else if index == sync::STDIO_STEP {
+            "connecting the program's stdin, stdout and stderr".to_string()
+        } else if index == sync::DESCRIPTORS_STEP {
+            "closing the descriptors the program must not inherit".to_string()
         } else {
             self.steps.get(index as usize).map_or_else(|| format!("step {index}"), |p| p.what.clone())
         }
@@ -145,23 +162,26 @@ pub struct InitFds {
     /// Where "ready" or a failure is reported; closed by a successful execve.
     pub report: RawFd,
     pub report_other_end: RawFd,
-    /// The program's stdin (/dev/null) and stdout (the output pipe).
+    /// The program's stdin (/dev/null), stdout and stderr (the output pipes).
     pub stdin: RawFd,
     pub stdout: RawFd,
-    /// cvm's end of the output pipe.
+    pub stderr: RawFd,
+    /// cvm's ends of the output pipes.
     pub stdout_other_end: RawFd,
+    pub stderr_other_end: RawFd,
 }
 
 /// Runs in the cloned child; never returns.
 pub fn run(plan: &InitPlan, fds: InitFds) -> ! {
-    // SAFETY (whole function): plain system calls on descriptors and C strings prepared by the
-    // parent before clone; nothing here allocates or takes a lock.
+    // SAFETY: plain system calls on descriptors prepared by the parent before clone; nothing
+    // here allocates or takes a lock.
     unsafe {
         // If cvm dies, so does the container (and with pid 1, everything in it).
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
         libc::close(fds.go_other_end);
         libc::close(fds.report_other_end);
         libc::close(fds.stdout_other_end);
+        libc::close(fds.stderr_other_end);
         // cvm keeps its end of the go pipe open for the whole run: a hang-up here means cvm
         // died before PR_SET_PDEATHSIG was in place.
         let mut go = libc::pollfd { fd: fds.go, events: libc::POLLIN, revents: 0 };
@@ -187,18 +207,21 @@ pub fn run(plan: &InitPlan, fds: InitFds) -> ! {
         }
     }
     let timed = plan.steps.len().min(sync::MAX_TIMED_STEPS);
-    // SAFETY: as above; argv and envp are NULL-terminated arrays of valid C strings.
-    unsafe {
-        libc::dup2(fds.stdin, 0);
-        libc::dup2(fds.stdout, 1);
-        // Rust ignores SIGPIPE in cvm; the program gets the default, and no blocked signals.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        sync::send_ready(fds.report, rootfs, monotonic_ns(), &step_ns[..timed]);
-        libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+    // SAFETY: dup2 onto the standard descriptors from descriptors cvm prepared.
+    let stdio =
+        unsafe { libc::dup2(fds.stdin, 0) >= 0 && libc::dup2(fds.stdout, 1) >= 0 && libc::dup2(fds.stderr, 2) >= 0 };
+    if !stdio {
+        fail(fds.report, sync::STDIO_STEP, errno());
     }
+    // Nothing but 0, 1 and 2 survives execve (the report pipe is already close-on-exec).
+    if let Err(errno) = child::close_inherited_descriptors() {
+        fail(fds.report, sync::DESCRIPTORS_STEP, errno);
+    }
+    // Rust ignores SIGPIPE in cvm; the program gets default actions and no blocked signals.
+    child::reset_signals();
+    sync::send_ready(fds.report, rootfs, monotonic_ns(), &step_ns[..timed]);
+    // SAFETY: argv and envp are NULL-terminated arrays of valid C strings in the plan.
+    unsafe { libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
     fail(fds.report, sync::EXEC_STEP, errno())
 }
 
@@ -237,7 +260,22 @@ fn perform(step: &Step, rootfs: &mut RootfsKind) -> Result<(), i32> {
                 Ok(())
             }
             Step::EnterCgroupNamespace => check(libc::unshare(libc::CLONE_NEWCGROUP)),
-            Step::NewProcessGroup => check(libc::setpgid(0, 0)),
+            Step::NewSession => check(libc::setsid()),
+            Step::NewSessionKeyring => {
+                const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+                let serial =
+                    libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>());
+                if serial < 0 {
+                    Err(errno())
+                } else {
+                    Ok(())
+                }
+            }
+            Step::LimitOpenFiles { soft, hard } => {
+                let limit = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+                check(libc::setrlimit(libc::RLIMIT_NOFILE, &limit))
+            }
+            Step::Seccomp { filter } => super::seccomp::install(filter),
             Step::SetHostname(name) => check(libc::sethostname(name.as_ptr(), name.as_bytes().len())),
             Step::LoopbackUp => namespaces::loopback_up(),
             Step::Mount { source, target, fstype, flags, data } => check(libc::mount(
@@ -289,38 +327,39 @@ fn perform(step: &Step, rootfs: &mut RootfsKind) -> Result<(), i32> {
 
 /// pivot_root(".", ".") stacks the old root on top of the new one (no directory for it is
 /// needed); [`Step::DetachOldRoot`] then unmounts it.
-unsafe fn pivot_root(new_root: &CStr) -> Result<(), i32> {
-    check(libc::chdir(new_root.as_ptr()))?;
-    check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)
+fn pivot_root(new_root: &CStr) -> Result<(), i32> {
+    // SAFETY: chdir and pivot_root with NUL-terminated paths.
+    unsafe {
+        check(libc::chdir(new_root.as_ptr()))?;
+        check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)
+    }
 }
 
-unsafe fn copy_file(from: &CStr, to: &CStr, mode: libc::mode_t) -> Result<(), i32> {
-    let source = libc::open(from.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+fn copy_file(from: &CStr, to: &CStr, mode: libc::mode_t) -> Result<(), i32> {
+    // SAFETY: open with a NUL-terminated path.
+    let source = unsafe { libc::open(from.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if source < 0 {
         return Err(errno());
     }
-    let target = libc::open(to.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC, mode);
-    if target < 0 {
-        let e = errno();
-        libc::close(source);
-        return Err(e);
-    }
-    let mut result = Ok(());
-    loop {
-        let n = libc::sendfile(target, source, std::ptr::null_mut(), 1 << 30);
+    let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC;
+    // SAFETY: as above.
+    let target = unsafe { libc::open(to.as_ptr(), flags, mode) };
+    let mut result = if target < 0 { Err(errno()) } else { Ok(()) };
+    while result.is_ok() {
+        // SAFETY: sendfile between two descriptors opened here, no user buffer.
+        let n = unsafe { libc::sendfile(target, source, std::ptr::null_mut(), 1 << 30) };
         if n == 0 {
             break;
         }
-        if n < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
+        if n < 0 && errno() != libc::EINTR {
             result = Err(errno());
-            break;
         }
     }
-    libc::close(source);
-    libc::close(target);
+    // SAFETY: closing the descriptors opened here (a failed open's -1 only gives EBADF).
+    unsafe {
+        libc::close(source);
+        libc::close(target);
+    }
     result
 }
 

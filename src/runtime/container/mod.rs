@@ -18,14 +18,15 @@ pub mod init;
 pub mod namespaces;
 mod narration;
 pub mod rootfs;
+pub mod seccomp;
 pub mod sync;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
 
-use super::supervise::{pipe, supervise, Supervised};
-use super::{taskstats, RunClock, RunSpec, Runtime};
+use super::supervise::{pipe, supervise, KillScope, Supervised, Watched};
+use super::{taskstats, RunClock, RunSpec, Runtime, SeccompProfile};
 use crate::record::{ContainerInfo, Outcome, RunRecord, RuntimeKind};
 use crate::units::format_bytes;
 use cgroup::{Limits, Placement, RunCgroup, Usage};
@@ -81,8 +82,10 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
     narrator.step(|| narration::image(&image));
 
     let limits = Limits { memory_bytes: spec.memory_bytes, cpus: spec.cpus, pids: spec.pids };
+    limits.validate()?;
     let hierarchy = cgroup::hierarchy();
-    let cgroup = match RunCgroup::create(hierarchy, &hostname, limits) {
+    let devices = cgroup::devices::allowed_devices(&rootfs::device_names());
+    let cgroup = match RunCgroup::create(hierarchy, &hostname, limits, &devices) {
         Ok(cgroup) => Some(cgroup),
         Err(err) if !limits.any() => {
             notes.push(format!("{err:#}; memory and CPU time come from rusage only"));
@@ -103,6 +106,7 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
     };
     let plan = init_plan(spec, &image, &scratch, &hostname, &namespaces, as_root, join_files)?;
     let (output, output_for_child) = pipe()?;
+    let (errors, errors_for_child) = pipe()?;
     let (go_for_child, go) = pipe()?;
     let (report, report_for_child) = pipe()?;
     let stdin = std::fs::File::open("/dev/null").context("opening /dev/null")?;
@@ -113,7 +117,9 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
         report_other_end: report.as_raw_fd(),
         stdin: stdin.as_raw_fd(),
         stdout: output_for_child.as_raw_fd(),
+        stderr: errors_for_child.as_raw_fd(),
         stdout_other_end: output.as_raw_fd(),
+        stderr_other_end: errors.as_raw_fd(),
     };
 
     let clone_into = match &placement {
@@ -124,7 +130,7 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
         Cloned::Child => init::run(&plan, fds),
         Cloned::Parent { pid, pidfd } => ContainerProcess { pid, pidfd, reaped: false },
     };
-    drop((go_for_child, report_for_child, output_for_child, stdin, placement));
+    drop((go_for_child, report_for_child, output_for_child, errors_for_child, stdin, placement));
     if !as_root {
         namespaces::map_caller_to_root(child.pid)?;
         sync::go(&go)?;
@@ -142,7 +148,16 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
             narrator.step(|| narration::step_times(&plan, step_ns));
         }
     }
-    let done = supervise(child.pid, output, deadline, spec.echo_output)?;
+    let watched = Watched {
+        pid: child.pid,
+        pidfd: &child.pidfd,
+        stdout: output,
+        stderr: errors,
+        kill: KillScope::Process,
+        deadline,
+        echo: spec.echo_output,
+    };
+    let done = supervise(watched)?;
     child.reaped = true;
     let program_pid = child.pid;
     drop((child, go));
@@ -195,6 +210,10 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
     if let Some(info) = record.container.as_mut() {
         info.namespaces = namespaces::names(&namespaces);
         info.hostname = hostname;
+        info.seccomp = match spec.seccomp {
+            SeccompProfile::Default => "default".into(),
+            SeccompProfile::Unconfined => "unconfined".into(),
+        };
     }
     record.notes = notes;
     Ok(record)
@@ -221,7 +240,7 @@ impl Ended {
         let Ended { done, usage, oom_killed, setup, teardown, rootfs, cgroup_version, cgroup_path, program_peak } =
             self;
         let mut record = RunRecord::new(RuntimeKind::Container, "host", &spec.program.label(), &spec.args);
-        record.set_output(&done.output);
+        record.set_output(&done.stdout, &done.stderr);
         record.exit_code = done.exit_code();
         record.signal = done.signal;
         record.outcome = if oom_killed { Outcome::OomKilled } else { done.outcome() };
@@ -272,7 +291,13 @@ fn init_plan(
     if namespaces.iter().any(|ns| ns.name == "cgroup") {
         steps.push(Planned::new(Step::EnterCgroupNamespace, "entering a new cgroup namespace"));
     }
-    steps.push(Planned::new(Step::NewProcessGroup, "starting a process group of its own"));
+    steps.push(Planned::new(Step::NewSession, "starting a session of its own, without a controlling terminal"));
+    steps.push(Planned::new(Step::NewSessionKeyring, "joining a new, empty session keyring"));
+    let (soft, hard) = open_files_limit(as_root);
+    steps.push(Planned::new(
+        Step::LimitOpenFiles { soft, hard },
+        format!("limiting open files to {soft} (RLIMIT_NOFILE, as runc does)"),
+    ));
     steps.push(Planned::new(
         Step::SetHostname(rootfs::cstring(hostname)?),
         format!("setting the host name to {hostname}"),
@@ -286,9 +311,29 @@ fn init_plan(
         "dropping all capabilities but CAP_KILL, CAP_NET_BIND_SERVICE and CAP_AUDIT_WRITE",
     ));
     steps.push(Planned::new(Step::NoNewPrivileges, "setting no_new_privs"));
+    if spec.seccomp == SeccompProfile::Default {
+        steps.push(Planned::new(
+            Step::Seccomp { filter: seccomp::default_filter() },
+            "installing the system-call filter (seccomp, Docker's default profile)",
+        ));
+    }
     let env =
         ["PATH=/bin".to_string(), "HOME=/".to_string(), "container=cvm".to_string(), format!("HOSTNAME={hostname}")];
     InitPlan::new(steps, &image.program, &spec.program_args(), &env)
+}
+
+/// runc's RLIMIT_NOFILE (1024 soft and hard); without root the hard limit cannot be raised,
+/// so it stays at cvm's own when that is lower.
+fn open_files_limit(as_root: bool) -> (u64, u64) {
+    const RUNC_NOFILE: u64 = 1024;
+    // SAFETY: getrlimit fills the struct we own.
+    let current = unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_max
+    };
+    let hard = if as_root { RUNC_NOFILE } else { RUNC_NOFILE.min(current) };
+    (hard, hard)
 }
 
 /// Ties the raw CLOCK_MONOTONIC (what the first process can read without allocating) to the

@@ -64,6 +64,11 @@ fn host_files() -> &'static HostFiles {
     })
 }
 
+/// The device nodes the container's /dev gets on this host.
+pub fn device_names() -> Vec<&'static str> {
+    host_files().devices.clone()
+}
+
 /// True when the kernel lists overlayfs in /proc/filesystems.
 pub fn overlay_supported() -> bool {
     std::fs::read_to_string("/proc/filesystems")

@@ -12,6 +12,9 @@ use crate::interrupt;
 
 /// The step number reported when `execve` itself failed.
 pub const EXEC_STEP: u16 = u16::MAX;
+/// The step numbers of the fixed work after the plan: stdio, then closing descriptors.
+pub const STDIO_STEP: u16 = u16::MAX - 2;
+pub const DESCRIPTORS_STEP: u16 = u16::MAX - 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RootfsKind {

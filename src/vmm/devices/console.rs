@@ -3,60 +3,88 @@
 //! program's stdout or stderr. One exit per `write()` of the program, instead of one per byte
 //! on a serial port.
 
-use std::io::Write;
 use std::time::Instant;
 
 use cvm_guest_abi::ConsoleWrite;
 
+use crate::runtime::capture::BoundedCapture;
+use crate::runtime::relay::{self, Relay, Stalled};
 use crate::vmm::memory::GuestRam;
 
 /// Largest single write accepted (a program's write() is at most this much per call).
 const MAX_WRITE: u64 = 16 << 20;
+/// A write is copied out of guest RAM in pieces of this size, so cvm never holds a whole
+/// 16 MiB write, only what the record keeps and what the live relay queues.
+const PIECE: usize = 64 << 10;
 
 pub struct ProgramConsole {
     echo: bool,
-    pub stdout: Vec<u8>,
-    pub stderr_bytes: u64,
+    /// The run's deadline: a live echo waiting on a stalled reader gives up then.
+    deadline: Instant,
+    pub stdout: BoundedCapture,
+    pub stderr: BoundedCapture,
     /// When the first byte of the program's stdout reached the host.
     pub first_output: Option<Instant>,
     pub writes: u64,
+    piece: Vec<u8>,
+}
+
+/// Why a ConsoleWrite did not complete.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConsoleError {
+    /// The request itself was invalid (a guest kernel bug).
+    Invalid(String),
+    /// The live echo could not hand the bytes over before the deadline or an interruption.
+    Stalled(Stalled),
 }
 
 impl ProgramConsole {
-    pub fn new(echo: bool) -> ProgramConsole {
-        ProgramConsole { echo, stdout: Vec::new(), stderr_bytes: 0, first_output: None, writes: 0 }
+    pub fn new(echo: bool, deadline: Instant) -> ProgramConsole {
+        ProgramConsole {
+            echo,
+            deadline,
+            stdout: BoundedCapture::new(),
+            stderr: BoundedCapture::new(),
+            first_output: None,
+            writes: 0,
+            piece: Vec::new(),
+        }
     }
 
-    /// Serves one hypercall; `Err` is why the request was invalid (a guest kernel bug).
-    pub fn write(&mut self, request_address: u64, ram: &GuestRam, now: Instant) -> Result<(), String> {
-        let request = read_request(request_address, ram)?;
+    /// Serves one hypercall.
+    pub fn write(&mut self, request_address: u64, ram: &GuestRam, now: Instant) -> Result<(), ConsoleError> {
+        let request = read_request(request_address, ram).map_err(ConsoleError::Invalid)?;
         let len = u64::from(request.len);
         if len > MAX_WRITE || !ram.contains(request.addr, len) {
-            return Err(format!(
+            return Err(ConsoleError::Invalid(format!(
                 "the guest kernel asked to print {len} bytes at {:#x}, outside guest RAM (ConsoleWrite at {request_address:#x})",
                 request.addr
-            ));
+            )));
         }
-        let bytes = ram.read_vec(request.addr, len).map_err(|e| e.to_string())?;
+        let (capture, relay): (&mut BoundedCapture, &'static Relay) = match request.fd {
+            1 => (&mut self.stdout, relay::stdout()),
+            2 => (&mut self.stderr, relay::stderr()),
+            fd => {
+                return Err(ConsoleError::Invalid(format!(
+                    "the guest kernel sent a ConsoleWrite for fd {fd}; only 1 and 2 exist"
+                )))
+            }
+        };
         self.writes += 1;
-        match request.fd {
-            1 => {
-                if self.first_output.is_none() && !bytes.is_empty() {
-                    self.first_output = Some(now);
-                }
-                self.stdout.extend_from_slice(&bytes);
-                if self.echo {
-                    let mut stdout = std::io::stdout().lock();
-                    let _ = stdout.write_all(&bytes);
-                    let _ = stdout.flush();
-                }
+        if request.fd == 1 && self.first_output.is_none() && len > 0 {
+            self.first_output = Some(now);
+        }
+        self.piece.resize(PIECE, 0);
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(PIECE as u64) as usize;
+            let piece = &mut self.piece[..n];
+            ram.read(request.addr + done, piece).map_err(|e| ConsoleError::Invalid(e.to_string()))?;
+            capture.push(piece);
+            if self.echo {
+                relay.send(piece, self.deadline).map_err(ConsoleError::Stalled)?;
             }
-            2 => {
-                self.stderr_bytes += len;
-                // Like the other runtimes, the program's stderr is cvm's stderr.
-                let _ = std::io::stderr().lock().write_all(&bytes);
-            }
-            fd => return Err(format!("the guest kernel sent a ConsoleWrite for fd {fd}; only 1 and 2 exist")),
+            done += n as u64;
         }
         Ok(())
     }
@@ -87,20 +115,37 @@ mod tests {
         let ram = GuestRam::new(8 << 20).unwrap();
         ram.write(0x50_0000, b"hi there\n").unwrap();
         request(&ram, 0x3000, 1, 9, 0x50_0000);
-        let mut console = ProgramConsole::new(false);
+        let mut console = ProgramConsole::new(false, Instant::now());
         console.write(0x3000, &ram, Instant::now()).unwrap();
-        assert_eq!(console.stdout, b"hi there\n");
+        assert_eq!(std::mem::take(&mut console.stdout).finish().bytes, b"hi there\n");
         assert!(console.first_output.is_some());
+    }
+
+    #[test]
+    fn a_huge_write_keeps_only_both_ends() {
+        let ram = GuestRam::new(32 << 20).unwrap();
+        let len = 12u32 << 20;
+        ram.write(0x50_0000, &vec![b'z'; len as usize]).unwrap();
+        request(&ram, 0x3000, 1, len, 0x50_0000);
+        let mut console = ProgramConsole::new(false, Instant::now());
+        console.write(0x3000, &ram, Instant::now()).unwrap();
+        let kept = std::mem::take(&mut console.stdout).finish();
+        assert_eq!(kept.total, u64::from(len));
+        assert_eq!(kept.bytes.len(), 2 * crate::runtime::capture::KEEP_EACH);
     }
 
     #[test]
     fn bad_requests_are_refused() {
         let ram = GuestRam::new(8 << 20).unwrap();
-        let mut console = ProgramConsole::new(false);
+        let mut console = ProgramConsole::new(false, Instant::now());
+        let invalid = |result: Result<(), ConsoleError>| match result {
+            Err(ConsoleError::Invalid(reason)) => reason,
+            other => panic!("expected an invalid request, got {other:?}"),
+        };
         request(&ram, 0x3000, 1, 100, (8 << 20) - 10);
-        assert!(console.write(0x3000, &ram, Instant::now()).unwrap_err().contains("outside guest RAM"));
+        assert!(invalid(console.write(0x3000, &ram, Instant::now())).contains("outside guest RAM"));
         request(&ram, 0x3000, 7, 1, 0x50_0000);
-        assert!(console.write(0x3000, &ram, Instant::now()).unwrap_err().contains("fd 7"));
+        assert!(invalid(console.write(0x3000, &ram, Instant::now())).contains("fd 7"));
         assert!(console.write(u64::MAX - 4, &ram, Instant::now()).is_err());
     }
 }

@@ -14,8 +14,9 @@ use cvm_guest_abi::port;
 
 use super::memory::GuestRam;
 use super::VmStop;
+use crate::runtime::relay::Stalled;
 use boot_timer::BootTimer;
-use console::ProgramConsole;
+use console::{ConsoleError, ProgramConsole};
 use serial::SerialConsole;
 
 /// What the run loop does after a port access.
@@ -52,11 +53,13 @@ pub fn port_value(data: &[u8]) -> u32 {
 }
 
 impl PortBus {
-    pub fn new(echo: bool, unknown_ports: UnknownPorts) -> PortBus {
+    /// The devices of one run; live output (with `echo`) gives up waiting on a stalled reader
+    /// at `deadline`.
+    pub fn new(echo: bool, unknown_ports: UnknownPorts, deadline: Instant) -> PortBus {
         PortBus {
-            serial: SerialConsole::new(echo),
+            serial: SerialConsole::new(echo, deadline),
             boot_timer: BootTimer::default(),
-            console: ProgramConsole::new(echo),
+            console: ProgramConsole::new(echo, deadline),
             unknown_ports,
             abi_ports: true,
             ignored: 0,
@@ -65,8 +68,8 @@ impl PortBus {
 
     /// The devices a Linux kernel sees: the serial console and the exit port; everything else
     /// reads as all ones and ignores writes, like empty ISA slots.
-    pub fn for_linux(echo: bool) -> PortBus {
-        PortBus { abi_ports: false, ..PortBus::new(echo, UnknownPorts::Ignore) }
+    pub fn for_linux(echo: bool, deadline: Instant) -> PortBus {
+        PortBus { abi_ports: false, ..PortBus::new(echo, UnknownPorts::Ignore, deadline) }
     }
 
     pub fn write(&mut self, address: u16, data: &[u8], ram: &GuestRam, now: Instant) -> PortAction {
@@ -86,7 +89,11 @@ impl PortBus {
             }
             port::CONSOLE_WRITE => match self.console.write(u64::from(value), ram, now) {
                 Ok(()) => PortAction::Continue,
-                Err(reason) => PortAction::Stop(VmStop::KernelFault { reason }),
+                Err(ConsoleError::Invalid(reason)) => PortAction::Stop(VmStop::KernelFault { reason }),
+                Err(ConsoleError::Stalled(Stalled::Deadline)) => PortAction::Stop(VmStop::TimedOut),
+                Err(ConsoleError::Stalled(Stalled::Interrupted(signal))) => {
+                    PortAction::Stop(VmStop::Interrupted { signal })
+                }
             },
             port::GUEST_FAULT => PortAction::Stop(fault::stop(u64::from(value), ram)),
             other => self.unknown(other, "write to", data.len()),

@@ -28,6 +28,7 @@ impl Trigger for NoInterrupt {
 /// Where the UART's output goes.
 pub struct ConsoleLog {
     echo: bool,
+    deadline: std::time::Instant,
     first_byte: Option<std::time::Instant>,
     line: Vec<u8>,
     kept: Vec<u8>,
@@ -53,8 +54,10 @@ impl Write for ConsoleLog {
 
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.line.is_empty() {
-            let mut stderr = std::io::stderr().lock();
-            let _ = stderr.write_all(&self.line);
+            // Through the relay: a stalled reader of cvm's stderr cannot hold the vCPU. A line
+            // that cannot be handed over by the deadline is only dropped from the live view
+            // (the run loop stops the VM at the deadline anyway).
+            let _ = crate::runtime::relay::stderr().send(&self.line, self.deadline);
             self.line.clear();
         }
         Ok(())
@@ -66,8 +69,8 @@ pub struct SerialConsole {
 }
 
 impl SerialConsole {
-    pub fn new(echo: bool) -> SerialConsole {
-        let log = ConsoleLog { echo, first_byte: None, line: Vec::new(), kept: Vec::new(), total: 0 };
+    pub fn new(echo: bool, deadline: std::time::Instant) -> SerialConsole {
+        let log = ConsoleLog { echo, deadline, first_byte: None, line: Vec::new(), kept: Vec::new(), total: 0 };
         SerialConsole { uart: Serial::new(NoInterrupt, log) }
     }
 
@@ -103,7 +106,7 @@ mod tests {
 
     #[test]
     fn bytes_written_to_the_data_register_are_kept() {
-        let mut serial = SerialConsole::new(false);
+        let mut serial = SerialConsole::new(false, std::time::Instant::now());
         for byte in b"boot ok\n" {
             serial.write(SERIAL_COM1, *byte);
         }

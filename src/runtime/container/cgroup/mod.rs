@@ -6,6 +6,7 @@
 //! an unprivileged user without a delegated cgroup); then the run falls back to `wait4`'s
 //! rusage and says so in the record's notes.
 
+pub mod devices;
 pub mod v1;
 pub mod v2;
 
@@ -15,6 +16,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+
+use devices::Device;
 
 /// What a run asks the cgroup to enforce.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -28,6 +31,34 @@ impl Limits {
     pub fn any(&self) -> bool {
         self.memory_bytes.is_some() || self.cpus.is_some() || self.pids.is_some()
     }
+
+    /// Refuses limits the kernel would silently round: a CPU quota below the smallest one
+    /// (1 ms per 100 ms period, `--cpus 0.01`) or above the CPUs this host has.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(cpus) = self.cpus {
+            cpu_quota_us(cpus)?;
+        }
+        Ok(())
+    }
+}
+
+/// The smallest `--cpus` a container accepts: the kernel's minimum quota of 1 ms per period.
+pub const MIN_CPUS: f64 = 0.01;
+
+/// `--cpus` as a CFS quota in µs per [`CPU_PERIOD_US`], or why it is out of range.
+pub fn cpu_quota_us(cpus: f64) -> Result<u64> {
+    let online = online_cpus();
+    if !(cpus.is_finite() && cpus >= MIN_CPUS && cpus <= online as f64) {
+        bail!("--cpus {cpus} is out of range: a container takes from {MIN_CPUS} to {online} CPUs on this host");
+    }
+    Ok((cpus * CPU_PERIOD_US as f64).round() as u64)
+}
+
+/// CPUs online on this host.
+pub fn online_cpus() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    n.max(1) as u64
 }
 
 /// What the kernel accounted to the run's cgroup.
@@ -142,11 +173,11 @@ pub enum RunCgroup {
 }
 
 impl RunCgroup {
-    /// Creates `name` below cvm's own cgroup and applies `limits`.
-    pub fn create(hierarchy: &Hierarchy, name: &str, limits: Limits) -> Result<RunCgroup> {
+    /// Creates `name` below cvm's own cgroup, applies `limits` and allows only `devices`.
+    pub fn create(hierarchy: &Hierarchy, name: &str, limits: Limits, devices: &[Device]) -> Result<RunCgroup> {
         match hierarchy {
-            Hierarchy::V2(tree) => Ok(RunCgroup::V2(v2::RunCgroup::create(tree, name, limits)?)),
-            Hierarchy::V1(trees) => Ok(RunCgroup::V1(v1::RunCgroup::create(trees, name, limits)?)),
+            Hierarchy::V2(tree) => Ok(RunCgroup::V2(v2::RunCgroup::create(tree, name, limits, devices)?)),
+            Hierarchy::V1(trees) => Ok(RunCgroup::V1(v1::RunCgroup::create(trees, name, limits, devices)?)),
             Hierarchy::Unavailable(reason) => bail!("no cgroup: {reason}"),
         }
     }
@@ -346,6 +377,15 @@ mod tests {
         let tree = v2::Tree::find(mountinfo, "0::/user.slice/session-2.scope\n").unwrap();
         assert_eq!(tree.dir, Path::new("/sys/fs/cgroup/user.slice/session-2.scope"));
         assert!(v1::Trees::find(mountinfo, "0::/x\n").is_none());
+    }
+
+    #[test]
+    fn cpu_quotas_are_never_rounded_up_silently() {
+        assert_eq!(cpu_quota_us(0.5).unwrap(), 50_000);
+        assert_eq!(cpu_quota_us(0.01).unwrap(), 1_000);
+        for bad in [1e-9, 0.0, -1.0, f64::NAN, 1e9] {
+            assert!(cpu_quota_us(bad).unwrap_err().to_string().contains("out of range"), "{bad}");
+        }
     }
 
     #[test]

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::{create_dir, read_keyed, read_number, remove_dir, write_file, Limits, Usage, CPU_PERIOD_US};
+use super::devices::{self, Device};
+use super::{cpu_quota_us, create_dir, read_keyed, read_number, remove_dir, write_file, Limits, Usage, CPU_PERIOD_US};
 
 /// The controllers a run may use, in the order their directories are created.
-const CONTROLLERS: [&str; 4] = ["memory", "cpuacct", "cpu", "pids"];
+const CONTROLLERS: [&str; 5] = ["memory", "cpuacct", "cpu", "pids", "devices"];
 
 /// cvm's own directory in each mounted v1 controller tree.
 #[derive(Clone, Debug)]
@@ -57,10 +58,10 @@ pub struct RunCgroup {
 }
 
 impl RunCgroup {
-    pub fn create(trees: &Trees, name: &str, limits: Limits) -> Result<RunCgroup> {
+    pub fn create(trees: &Trees, name: &str, limits: Limits, devices: &[Device]) -> Result<RunCgroup> {
         let mut cgroup = RunCgroup { dirs: Vec::new(), notes: Vec::new() };
         let wanted = |controller: &str| match controller {
-            "memory" | "cpuacct" => true,
+            "memory" | "cpuacct" | "devices" => true,
             "cpu" => limits.cpus.is_some(),
             "pids" => limits.pids.is_some(),
             _ => false,
@@ -70,6 +71,14 @@ impl RunCgroup {
                 match controller {
                     "cpu" => bail!("--cpus needs the cgroup v1 cpu controller, which is not mounted"),
                     "pids" => bail!("--pids needs the cgroup v1 pids controller, which is not mounted"),
+                    "devices" => {
+                        cgroup.notes.push(
+                            "cgroup v1 devices controller not mounted: device access is limited only by the \
+                             container's /dev"
+                                .into(),
+                        );
+                        continue;
+                    }
                     _ => {
                         cgroup.notes.push(format!("cgroup v1 {controller} controller not mounted"));
                         continue;
@@ -84,6 +93,9 @@ impl RunCgroup {
             cgroup.dirs.push((controller, dir));
         }
         cgroup.apply(limits)?;
+        if let Some(dir) = cgroup.dir("devices") {
+            devices::apply_v1(dir, devices)?;
+        }
         Ok(cgroup)
     }
 
@@ -108,7 +120,7 @@ impl RunCgroup {
             }
         }
         if let (Some(cpus), Some(dir)) = (limits.cpus, self.dir("cpu")) {
-            let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
+            let quota = cpu_quota_us(cpus)?;
             write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
             write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
         }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::{create_dir, read_keyed, read_number, remove_dir, write_file, Limits, Usage, CPU_PERIOD_US};
+use super::devices::{self, Device};
+use super::{cpu_quota_us, create_dir, read_keyed, read_number, remove_dir, write_file, Limits, Usage, CPU_PERIOD_US};
 
 /// cvm's own cgroup directory in the unified tree.
 #[derive(Clone, Debug)]
@@ -45,7 +46,7 @@ pub struct RunCgroup {
 }
 
 impl RunCgroup {
-    pub fn create(tree: &Tree, name: &str, limits: Limits) -> Result<RunCgroup> {
+    pub fn create(tree: &Tree, name: &str, limits: Limits, devices: &[Device]) -> Result<RunCgroup> {
         let mut notes = Vec::new();
         if !tree.has_controller("memory") {
             notes.push(format!(
@@ -56,8 +57,13 @@ impl RunCgroup {
         enable_controllers(tree, &mut notes);
         let dir = tree.dir.join(name);
         create_dir(&dir)?;
-        let cgroup = RunCgroup { dir: Some(dir), notes };
+        let mut cgroup = RunCgroup { dir: Some(dir), notes };
         cgroup.apply(limits)?;
+        if let Err(err) = devices::attach_v2(cgroup.dir(), devices) {
+            cgroup
+                .notes
+                .push(format!("{err:#}: device access is limited only by the container's /dev and its capabilities"));
+        }
         Ok(cgroup)
     }
 
@@ -87,7 +93,7 @@ impl RunCgroup {
         }
         if let Some(cpus) = limits.cpus {
             require("cpu.max", "--cpus")?;
-            let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
+            let quota = cpu_quota_us(cpus)?;
             write_file(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
         }
         if let Some(pids) = limits.pids {
