@@ -101,8 +101,7 @@ fn vm_reports_a_program_fault_as_its_signal_with_kvm() {
 }
 
 fn qemu_available() -> bool {
-    let found = Command::new("qemu-system-x86_64").arg("-version").output().is_ok_and(|o| o.status.success());
-    common::require(found, "qemu-system-x86_64 (apt-get install qemu-system-x86; .ci/run installs it)")
+    common::debian_package("qemu-system-x86", || common::command_runs("qemu-system-x86_64", "-version"))
 }
 
 #[test]

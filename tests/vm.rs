@@ -338,7 +338,7 @@ fn run_kernel(image: &[u8], timeout: Duration) -> Ended {
     };
     let plan = VmPlan::new(&request).unwrap();
     let mut vm = builder::build(&plan, &Narrator::new(false)).unwrap();
-    let mut bus = PortBus::new(false, UnknownPorts::Refuse);
+    let mut bus = PortBus::new(false, UnknownPorts::Refuse, Instant::now() + timeout);
     let mut exits = BTreeMap::new();
     let _kicker = VcpuKicker::start(KICK_PERIOD).unwrap();
     let stop = vcpu::run(&mut vm.vcpu, &mut bus, &vm.ram, Instant::now() + timeout, &mut exits).unwrap();
@@ -387,9 +387,9 @@ fn vmm_console_write_hypercall_copies_program_output_with_kvm() {
     code.extend_from_slice(&(KERNEL_BASE + 0x80).to_le_bytes());
     code.resize(0x80, 0);
     code.extend_from_slice(b"hello\n");
-    let ended = run_kernel(&code, Duration::from_secs(10));
+    let mut ended = run_kernel(&code, Duration::from_secs(10));
     assert_eq!(ended.stop, VmStop::Exited { status: 42 });
-    assert_eq!(ended.bus.console.stdout, b"hello\n");
+    assert_eq!(std::mem::take(&mut ended.bus.console.stdout).finish().bytes, b"hello\n");
     assert!(ended.bus.console.first_output.is_some());
 }
 

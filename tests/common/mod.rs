@@ -117,3 +117,68 @@ pub fn tiny_program(code: &[u8]) -> tempfile::TempPath {
     std::fs::write(file.path(), &elf).unwrap();
     file.into_temp_path()
 }
+
+/// A Debian package a test uses. When `present` says it is missing and this is root on a
+/// Debian-like host, it is installed here, so the README's one test command needs nothing
+/// installed by hand; otherwise [`require`] decides (a failure under CI, a skip elsewhere).
+pub fn debian_package(package: &str, present: impl Fn() -> bool) -> bool {
+    if present() {
+        return true;
+    }
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !present() && root && std::path::Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("installing the Debian package {package} for the tests");
+        let apt = "apt-get -o DPkg::Lock::Timeout=300 -y -qq";
+        let script = format!("{apt} install {package} || ({apt} update && {apt} install {package})");
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+    require(present(), &format!("the Debian package {package} (apt-get install {package})"))
+}
+
+/// Debian's busybox-static: a real static program nobody wrote for cvm.
+pub fn busybox() -> Option<&'static str> {
+    const PATH: &str = "/bin/busybox";
+    let is_static = || std::fs::read(PATH).is_ok_and(|bytes| cvm::program::check_static_elf(&bytes).is_ok());
+    debian_package("busybox-static", is_static).then_some(PATH)
+}
+
+/// True when `program --version` (or `-version`) runs.
+pub fn command_runs(program: &str, version_flag: &str) -> bool {
+    Command::new(program).arg(version_flag).output().is_ok_and(|o| o.status.success())
+}
+
+/// A test program from `tests/programs/NAME.c`, built static with musl-gcc (Debian package
+/// musl-tools) once per source version into the target directory.
+pub fn c_program(name: &str) -> Option<std::path::PathBuf> {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(format!("{name}.c"));
+    let text = std::fs::read(&source).unwrap_or_else(|e| panic!("reading {}: {e}", source.display()));
+    let hash = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_build_at_a_time = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-programs");
+    let out = dir.join(format!("{name}-{hash:016x}"));
+    if out.exists() {
+        return Some(out);
+    }
+    if !debian_package("musl-tools", || command_runs("musl-gcc", "--version")) {
+        return None;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let partial = dir.join(format!("{name}-{hash:016x}.{}", std::process::id()));
+    let built = Command::new("musl-gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&partial)
+        .arg(&source)
+        .output()
+        .expect("running musl-gcc");
+    assert!(built.status.success(), "musl-gcc {}: {}", source.display(), String::from_utf8_lossy(&built.stderr));
+    std::fs::rename(&partial, &out).unwrap();
+    Some(out)
+}
