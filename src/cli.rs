@@ -34,6 +34,20 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Classroom labs: list them, show one, check your observation.
     Lab(LabArgs),
+    /// OCI images: build, list, inspect, push to and pull from a registry folder, save, load.
+    Image(ImageArgs),
+    /// Make a container from an image that keeps its changes until `cvm rm`.
+    Create(CreateArgs),
+    /// Run a created container, attached (its output here, its exit status cvm's).
+    Start(StartArgs),
+    /// List containers (running ones; -a: all).
+    Ps(PsArgs),
+    /// What a container changed against its image (A added, C changed, D deleted).
+    Diff(NameArg),
+    /// Remove a container; its image stays exactly as it was.
+    Rm(RmArgs),
+    /// Turn a container's changes into a new image layer.
+    Commit(CommitArgs),
 }
 
 #[derive(Args, Debug)]
@@ -44,6 +58,116 @@ pub struct RunArgs {
     /// vm: the guest kernel, `builtin` or the path of a Linux kernel image.
     #[arg(long, default_value = "builtin")]
     pub kernel: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Print exactly one JSON run record on stdout and nothing else.
+    #[arg(long)]
+    pub json: bool,
+    /// Narrate, step by step, what the runtime does (on stderr).
+    #[arg(long)]
+    pub explain: bool,
+    /// vm: print a table of the system calls the guest kernel served.
+    #[arg(long)]
+    pub trace_syscalls: bool,
+    /// Run this static x86-64 Linux program instead of a built-in workload.
+    #[arg(long, value_name = "PATH", conflicts_with = "image")]
+    pub binary: Option<PathBuf>,
+    /// container: run an image of the store (ARGS follow its entrypoint), in a throwaway container.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub image: Option<String>,
+    /// WORKLOAD [ARGS...] (hello, cpu, mem, syscall, probe), or the ARGS of --binary or --image.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "WORKLOAD [ARGS]")]
+    pub rest: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    pub action: ImageAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageAction {
+    /// Build an image: each --binary and --add is one layer, on top of --from's layers.
+    Build(BuildArgs),
+    /// List the store's images.
+    Ls,
+    /// Everything about one image, as JSON: digest, config, layers and their sizes.
+    Inspect(ImageName),
+    /// What made each layer of an image.
+    History(ImageName),
+    /// Re-read every blob of an image and check it against its digest.
+    Verify(ImageName),
+    /// Remove an image name (its blobs go when no image or container needs them).
+    Rm(ImageRmArgs),
+    /// Copy an image into a registry folder (an OCI image layout; created when missing).
+    Push { image: String, registry: PathBuf },
+    /// Copy an image from a registry folder (an OCI image layout) into the store.
+    Pull { registry: PathBuf, image: String },
+    /// Write an image into one tar file (an OCI image layout).
+    Save {
+        image: String,
+        #[arg(short, long, value_name = "FILE.tar")]
+        output: PathBuf,
+    },
+    /// Read the images of a tar file written by `image save` (or skopeo) into the store.
+    Load {
+        #[arg(short, long, value_name = "FILE.tar")]
+        input: PathBuf,
+    },
+    /// Write an OCI runtime bundle (config.json and rootfs) that runc runs.
+    Bundle {
+        image: String,
+        dir: PathBuf,
+        /// Arguments after the entrypoint (default: the image's command).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The new image's name.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tag: String,
+    /// Start from this image's layers and config.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub from: Option<String>,
+    /// A program to put at /bin/<its name> (one layer each); the last is the entrypoint.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Vec<PathBuf>,
+    /// A host file or folder to put at DEST in the image (one layer each).
+    #[arg(long, value_name = "SRC:DEST")]
+    pub add: Vec<String>,
+    /// The entrypoint, one word per --entrypoint.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub entrypoint: Vec<String>,
+    /// Default arguments after the entrypoint, one word per --cmd.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+    /// An environment variable of the image.
+    #[arg(long, value_name = "K=V")]
+    pub env: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageName {
+    #[arg(value_name = "NAME[:TAG]")]
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageRmArgs {
+    #[arg(value_name = "NAME[:TAG]")]
+    pub image: String,
+    /// Remove the name even if a container uses the image (the container keeps its layers).
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// Limits and options of a run (`create` stores them and applies them at every `start`).
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
     /// container: memory limit of the cgroup; vm: guest RAM (default 64M). Units K, M, G.
     #[arg(long)]
     pub memory: Option<String>,
@@ -56,24 +180,59 @@ pub struct RunArgs {
     /// Kill the program (or stop the VM) after this many seconds.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
-    /// Print exactly one JSON run record on stdout and nothing else.
-    #[arg(long)]
-    pub json: bool,
-    /// Narrate, step by step, what the runtime does (on stderr).
-    #[arg(long)]
-    pub explain: bool,
-    /// vm: print a table of the system calls the guest kernel served.
-    #[arg(long)]
-    pub trace_syscalls: bool,
     /// container: the system-call filter, `default` (Docker's default profile) or `unconfined`.
     #[arg(long, value_enum, default_value = "default", value_name = "PROFILE")]
     pub seccomp: SeccompProfile,
-    /// Run this static x86-64 Linux program instead of a built-in workload.
-    #[arg(long, value_name = "PATH")]
-    pub binary: Option<PathBuf>,
-    /// WORKLOAD [ARGS...] (hello, cpu, mem, syscall, probe), or the ARGS of --binary.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "WORKLOAD [ARGS]")]
-    pub rest: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The container's name.
+    #[arg(long)]
+    pub name: String,
+    #[command(flatten)]
+    pub options: LimitArgs,
+    /// The image to make it from.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub image: String,
+    /// Arguments after the image's entrypoint (default: the image's command).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Print one JSON run record on stdout instead of the program's output.
+    #[arg(long)]
+    pub json: bool,
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// All containers, not only running ones.
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct NameArg {
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Stop the container first if it is running.
+    #[arg(short, long)]
+    pub force: bool,
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    pub name: String,
+    #[arg(value_name = "NAME[:TAG]")]
+    pub image: String,
 }
 
 #[derive(Args, Debug)]

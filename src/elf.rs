@@ -38,6 +38,9 @@ pub struct ElfFile<'a> {
     pub segments: Vec<Segment>,
     /// (file offset, size) of each PT_NOTE segment.
     pub note_segments: Vec<(u64, u64)>,
+    /// The dynamic loader a dynamically linked program names (PT_INTERP); only
+    /// [`ElfFile::parse_any`] accepts such a file.
+    pub interpreter: Option<String>,
 }
 
 /// One ELF note: its owner's name, its type, its contents.
@@ -67,7 +70,21 @@ fn u64_at(bytes: &[u8], offset: usize) -> Result<u64> {
 }
 
 impl<'a> ElfFile<'a> {
+    /// A static x86-64 executable: what every runtime runs directly. A dynamically linked
+    /// program is refused with the reason.
     pub fn parse(bytes: &'a [u8]) -> Result<ElfFile<'a>> {
+        let file = ElfFile::parse_any(bytes)?;
+        if file.interpreter.is_some() {
+            bail!(
+                "dynamically linked (it needs the loader named in PT_INTERP); rebuild it static, \
+                 for example with -static or --target x86_64-unknown-linux-musl"
+            );
+        }
+        Ok(file)
+    }
+
+    /// An x86-64 executable, static or dynamically linked (an image may carry its loader).
+    pub fn parse_any(bytes: &'a [u8]) -> Result<ElfFile<'a>> {
         ensure!(bytes.len() >= HEADER_SIZE && bytes[..4] == *b"\x7fELF", "not an ELF file");
         ensure!(bytes[4] == 2 && bytes[5] == 1, "not a 64-bit little-endian ELF file");
         ensure!(u16_at(bytes, 18)? == EM_X86_64, "not an x86-64 ELF file");
@@ -81,6 +98,7 @@ impl<'a> ElfFile<'a> {
         let mut segments = Vec::new();
         let mut phdr_vaddr = None;
         let mut note_segments = Vec::new();
+        let mut interpreter = None;
         for index in 0..u64::from(phnum) {
             let base = phoff
                 .checked_add(index * u64::from(phentsize))
@@ -104,10 +122,16 @@ impl<'a> ElfFile<'a> {
                     ensure!(segment.paddr.checked_add(segment.mem_size).is_some(), "corrupt ELF segment address");
                     segments.push(segment);
                 }
-                PT_INTERP => bail!(
-                    "dynamically linked (it needs the loader named in PT_INTERP); rebuild it static, \
-                     for example with -static or --target x86_64-unknown-linux-musl"
-                ),
+                PT_INTERP => {
+                    let offset = u64_at(bytes, base + 8)?;
+                    let size = u64_at(bytes, base + 32)?;
+                    let text = offset
+                        .checked_add(size)
+                        .and_then(|end| bytes.get(usize::try_from(offset).ok()?..usize::try_from(end).ok()?))
+                        .context("truncated ELF file: the PT_INTERP segment reaches past the end")?;
+                    let text = text.split(|&b| b == 0).next().unwrap_or_default();
+                    interpreter = Some(String::from_utf8_lossy(text).into_owned());
+                }
                 PT_PHDR => phdr_vaddr = Some(u64_at(bytes, base + 16)?),
                 PT_NOTE => note_segments.push((u64_at(bytes, base + 8)?, u64_at(bytes, base + 32)?)),
                 _ => {}
@@ -124,6 +148,7 @@ impl<'a> ElfFile<'a> {
             phdr_vaddr,
             segments,
             note_segments,
+            interpreter,
         })
     }
 

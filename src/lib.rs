@@ -9,11 +9,13 @@
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod containers;
 pub mod elf;
 pub mod embedded;
 pub mod explain;
 pub mod export;
 pub mod host;
+pub mod image;
 pub mod interrupt;
 pub mod labs;
 pub mod output;

@@ -4,10 +4,19 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
+use std::io::Read;
+
 use anyhow::{bail, Context, Result};
 
 use crate::elf::ElfFile;
 use crate::embedded;
+use crate::image::reference::Reference;
+use crate::image::store::Store;
+use crate::image::tree::Tree;
+
+/// Why the process and vm runtimes refuse `--image`.
+pub const IMAGE_RUNTIME_ONLY: &str = "--image runs in the container runtime only (--runtime container): \
+     a VM boots a kernel and one static program, and a plain process has no image to stand in";
 
 /// Largest program file accepted (the VM further limits it to what fits its guest RAM).
 pub const MAX_PROGRAM_BYTES: u64 = 256 << 20;
@@ -18,6 +27,83 @@ pub enum Program {
     Workload { name: String },
     /// A static program file given with `--binary`.
     Binary { path: PathBuf },
+    /// An image of the store (`--image`): the container runtime only.
+    Image(ImageProgram),
+}
+
+/// An image ready to run: its unpacked layers and what to start in it.
+#[derive(Clone, Debug)]
+pub struct ImageProgram {
+    /// `NAME:TAG` and the manifest digest.
+    pub reference: String,
+    pub digest: String,
+    /// Read-only layers, top first (overlayfs's `lowerdir` order), the store's init layer
+    /// (mount points) included.
+    pub layers: Vec<PathBuf>,
+    /// The full argv: the entrypoint, then the user's arguments or the image's command.
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    /// Keeps the store from removing the unpacked layers while the program may run.
+    pub layers_in_use: std::sync::Arc<crate::image::layout::LockFile>,
+}
+
+impl ImageProgram {
+    /// Resolves `reference` in `store`, unpacks its layers and checks that what it would start
+    /// is there: the program and, for a dynamically linked one, its loader. (Missing libraries
+    /// are named by the loader itself when the program starts.)
+    pub fn prepare(store: &Store, reference: &Reference, args: &[String]) -> Result<ImageProgram> {
+        let image = crate::image::Image::find(&store.images()?, reference)?;
+        ImageProgram::prepare_image(store, &image, args)
+    }
+
+    /// The same for an image already read (a created container's, by digest).
+    pub fn prepare_image(store: &Store, image: &crate::image::Image, args: &[String]) -> Result<ImageProgram> {
+        let reference = &image.reference;
+        let argv = image.config.argv(args);
+        let Some(program) = argv.first() else {
+            bail!("the image {reference} has no entrypoint or command: give the program to run after the image name");
+        };
+        let layers_in_use = std::sync::Arc::new(store.use_layers()?);
+        let mut layers = vec![store.init_layer()];
+        layers.extend(image.layer_dirs(store)?);
+        let tree = Tree { layers: layers.clone() };
+        check_image_program(&tree, reference, program)?;
+        let env = image.config.config.env.clone().unwrap_or_default();
+        Ok(ImageProgram {
+            reference: reference.to_string(),
+            digest: image.digest().to_string(),
+            layers,
+            argv,
+            env,
+            layers_in_use,
+        })
+    }
+}
+
+/// The program must be in the image; a dynamically linked one needs its loader there too.
+fn check_image_program(tree: &Tree, reference: &Reference, program: &str) -> Result<()> {
+    if !program.starts_with('/') {
+        bail!("the image {reference} starts {program:?}: an entrypoint must be an absolute path in the image");
+    }
+    let entry = tree.resolve(program).with_context(|| format!("the image {reference} has no {program}"))?;
+    if entry.kind != crate::image::tree::Kind::File {
+        bail!("{program} in the image {reference} is not a regular file");
+    }
+    let mut head = Vec::new();
+    std::fs::File::open(&entry.host)?.take(MAX_PROGRAM_BYTES).read_to_end(&mut head)?;
+    if head.starts_with(b"#!") {
+        return Ok(());
+    }
+    let elf = ElfFile::parse_any(&head).with_context(|| format!("{program} in the image {reference}"))?;
+    if let Some(loader) = &elf.interpreter {
+        if tree.resolve(loader).is_none() {
+            bail!(
+                "{program} in the image {reference} is dynamically linked and needs its loader {loader}, which is not \
+                 in the image: add it and the libraries it loads as layers (--add), or build the program static"
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Program {
@@ -38,22 +124,25 @@ impl Program {
         Ok(Program::Binary { path: path.to_path_buf() })
     }
 
-    /// What the record calls it: the workload name, or the file name of a binary.
+    /// What the record calls it: the workload name, the file name of a binary, the image name.
     pub fn label(&self) -> String {
         match self {
             Program::Workload { name } => name.clone(),
             Program::Binary { path } => {
                 path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
             }
+            Program::Image(image) => image.reference.clone(),
         }
     }
 
     /// Arguments the program file is started with before the user's: the workload's
-    /// subcommand for the embedded program, nothing for a binary.
+    /// subcommand for the embedded program, nothing for a binary, the image's argv after the
+    /// entrypoint's first word (the user's arguments are already in it).
     pub fn leading_args(&self) -> Vec<String> {
         match self {
             Program::Workload { name } => vec![name.clone()],
             Program::Binary { .. } => Vec::new(),
+            Program::Image(image) => image.argv[1..].to_vec(),
         }
     }
 
@@ -62,6 +151,7 @@ impl Program {
         match self {
             Program::Workload { .. } => embedded::workload_path(),
             Program::Binary { path } => Ok(path.clone()),
+            Program::Image(_) => bail!("{IMAGE_RUNTIME_ONLY}"),
         }
     }
 
@@ -70,6 +160,7 @@ impl Program {
         match self {
             Program::Workload { .. } => Ok(Cow::Borrowed(embedded::WORKLOAD_ELF)),
             Program::Binary { path } => Ok(Cow::Owned(read_program_file(path)?)),
+            Program::Image(_) => bail!("{IMAGE_RUNTIME_ONLY}"),
         }
     }
 
@@ -82,6 +173,7 @@ impl Program {
                 let digest = Sha256::digest(self.bytes()?);
                 Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
             }
+            Program::Image(image) => Ok(image.digest.clone()),
         }
     }
 }

@@ -5,6 +5,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
+use crate::containers::Container;
+use crate::image::store::Store;
+use crate::image::Image;
 use crate::runtime::container::{self, cgroup, namespaces, rootfs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -83,6 +86,7 @@ pub fn diagnose() -> Diagnosis {
         overlayfs(),
         cgroup_hierarchy(),
         per_run_cgroup(),
+        store(),
     ];
     let mut runtimes = std::collections::BTreeMap::new();
     for runtime in ["process", "container", "vm"] {
@@ -257,6 +261,43 @@ fn per_run_cgroup() -> Check {
         format!("{}; {} empty cgroup(s) of earlier runs are left: {}", check.detail, stale.len(), stale.join(" ")),
     )
     .fix(format!("remove them: sudo rmdir {}", stale.join(" ")))
+}
+
+/// The image and container store: where it is, what it holds, and what killed commands left.
+fn store() -> Check {
+    let root = Store::default_root();
+    if !root.exists() {
+        return Check::new(
+            "store",
+            Status::Ok,
+            format!("{} (not created yet: `cvm image build` makes it)", root.display()),
+        );
+    }
+    let store = match Store::at(&root) {
+        Ok(store) => store,
+        Err(err) => {
+            return Check::new("store", Status::Warn, format!("{err:#}"))
+                .fix("set CVM_STORE to a folder you can write, or fix the permissions")
+        }
+    };
+    let images = store.images().and_then(|l| Image::list(&l)).map_or(0, |l| l.len());
+    let containers = Container::list(&store).map_or(0, |l| l.len());
+    let detail = format!("{}: {images} image(s), {containers} container(s)", root.display());
+    let mut leftovers: Vec<String> = store.leftovers().iter().map(|p| p.display().to_string()).collect();
+    leftovers.extend(
+        crate::image::layout::abandoned_staging(&container::image::images_dir())
+            .iter()
+            .map(|p| p.display().to_string()),
+    );
+    if leftovers.is_empty() {
+        return Check::new("store", Status::Ok, detail);
+    }
+    Check::new(
+        "store",
+        Status::Warn,
+        format!("{detail}; a killed command left {}: {}", leftovers.len(), leftovers.join(" ")),
+    )
+    .fix("the next cvm command that writes the store removes them (for example `cvm image build`), or rm -r them")
 }
 
 fn table(diagnosis: &Diagnosis) -> String {

@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod compare;
+pub mod container;
 pub mod doctor;
+pub mod image;
 pub mod lab;
 pub mod report;
 pub mod run;
@@ -19,5 +21,12 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Report(args) => report::report(args),
         Command::Doctor(args) => doctor::doctor(args),
         Command::Lab(args) => lab::lab(args),
+        Command::Image(args) => image::image(args),
+        Command::Create(args) => container::create(args),
+        Command::Start(args) => container::start(args),
+        Command::Ps(args) => container::ps(args),
+        Command::Diff(args) => container::diff(args),
+        Command::Rm(args) => container::rm(args),
+        Command::Commit(args) => container::commit(args),
     }
 }

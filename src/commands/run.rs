@@ -7,8 +7,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
 use crate::explain::Narrator;
-use crate::program::Program;
-use crate::record::{Outcome, RunRecord};
+use crate::image::reference::Reference;
+use crate::image::store::Store;
+use crate::program::{ImageProgram, Program};
+use crate::record::{Outcome, RunRecord, RuntimeKind};
 use crate::runtime::{self, relay, KernelChoice, RunSpec};
 use crate::units::{check_count, format_bytes, format_ns, parse_size, parse_timeout, MAX_PIDS};
 
@@ -18,18 +20,29 @@ pub fn run(args: RunArgs) -> Result<i32> {
     runtime.check_available()?;
     let deadline = Instant::now() + spec.timeout;
     let record = runtime.run(&spec)?;
-    // Everything cvm prints goes through the relays, behind the program's own output: a reader
-    // that stalls can hold cvm until the run's deadline, plus a second for these last lines.
-    if args.json {
+    finish_run(&record, args.json, args.trace_syscalls, deadline, true)
+}
+
+/// Prints the record (`json`) or the summary, then waits for cvm's output to reach its reader.
+/// Everything cvm prints goes through the relays, behind the program's own output: a reader
+/// that stalls can hold cvm until the run's deadline, plus a second for these last lines.
+pub fn finish_run(
+    record: &RunRecord,
+    json: bool,
+    trace_syscalls: bool,
+    deadline: Instant,
+    summary_lines: bool,
+) -> Result<i32> {
+    if json {
         let json = serde_json::to_string(&record).context("serializing the run record")?;
         relay::stdout().push(format!("{json}\n").as_bytes());
     }
     let mut text = String::new();
-    if !args.json {
-        summary(&record, &mut text);
+    if !json && summary_lines {
+        summary(record, &mut text);
     }
-    if args.trace_syscalls {
-        syscall_table(&record, &mut text);
+    if trace_syscalls {
+        syscall_table(record, &mut text);
     }
     if let Some(reason) = &record.reason {
         let _ = writeln!(text, "cvm: {reason}");
@@ -45,7 +58,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     } else {
         (deadline, deadline.max(now + LAST_LINES_GRACE))
     };
-    let _ = relay::stdout().drain(if args.json { last } else { output_until });
+    let _ = relay::stdout().drain(if json { last } else { output_until });
     let _ = relay::stderr().drain(last);
     Ok(record.exit_code)
 }
@@ -53,33 +66,56 @@ pub fn run(args: RunArgs) -> Result<i32> {
 /// How long cvm's last lines may wait for a stalled reader after the deadline.
 const LAST_LINES_GRACE: Duration = Duration::from_secs(1);
 
-pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
-    let (program, user_args) = match &args.binary {
-        Some(path) => (Program::binary(path)?, args.rest.clone()),
-        None => {
-            let name = args.rest.first().map(String::as_str).unwrap_or("hello");
-            (Program::workload(name)?, args.rest.iter().skip(1).cloned().collect())
-        }
-    };
-    let timeout = parse_timeout(args.timeout)?;
-    if let Some(cpus) = args.cpus {
+/// `--memory`, `--cpus`, `--pids` and `--timeout`, checked.
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u64>,
+    pub timeout: Duration,
+}
+
+pub fn parse_limits(memory: Option<&str>, cpus: Option<f64>, pids: Option<u64>, timeout: f64) -> Result<Limits> {
+    let timeout = parse_timeout(timeout)?;
+    if let Some(cpus) = cpus {
         if !(cpus > 0.0 && cpus.is_finite()) {
             bail!("--cpus must be a positive number");
         }
     }
-    if let Some(pids) = args.pids {
+    if let Some(pids) = pids {
         check_count("--pids", pids, 1, MAX_PIDS)?;
     }
+    let memory_bytes = memory.map(parse_size).transpose().context("--memory")?;
+    Ok(Limits { memory_bytes, cpus, pids, timeout })
+}
+
+pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
+    let given = &args.limits;
+    let limits = parse_limits(given.memory.as_deref(), given.cpus, given.pids, given.timeout)?;
+    let (program, user_args) = match (&args.binary, &args.image) {
+        (Some(path), _) => (Program::binary(path)?, args.rest.clone()),
+        (None, Some(image)) => {
+            if args.runtime != RuntimeKind::Container {
+                bail!("{}", crate::program::IMAGE_RUNTIME_ONLY);
+            }
+            let reference = Reference::parse(image)?;
+            let program = ImageProgram::prepare(&Store::open()?, &reference, &args.rest)?;
+            (Program::Image(program), args.rest.clone())
+        }
+        (None, None) => {
+            let name = args.rest.first().map(String::as_str).unwrap_or("hello");
+            (Program::workload(name)?, args.rest.iter().skip(1).cloned().collect())
+        }
+    };
     let mut spec = RunSpec::new(program, user_args);
-    spec.memory_bytes = args.memory.as_deref().map(parse_size).transpose().context("--memory")?;
-    spec.cpus = args.cpus;
-    spec.pids = args.pids;
-    spec.timeout = timeout;
+    spec.memory_bytes = limits.memory_bytes;
+    spec.cpus = limits.cpus;
+    spec.pids = limits.pids;
+    spec.timeout = limits.timeout;
     spec.kernel = KernelChoice::from_arg(&args.kernel);
     spec.narrator = Narrator::new(args.explain);
     spec.trace_syscalls = args.trace_syscalls;
     spec.echo_output = !args.json;
-    spec.seccomp = args.seccomp;
+    spec.seccomp = given.seccomp;
     Ok(spec)
 }
 

@@ -66,6 +66,9 @@ pub struct RunSpec {
     pub echo_output: bool,
     /// container: the system-call filter.
     pub seccomp: SeccompProfile,
+    /// container: a created container's kept writable layer (`cvm start`); None: a layer
+    /// that lives only as long as the run.
+    pub writable: Option<container::rootfs::Writable>,
 }
 
 /// The container's system-call filter (`--seccomp`).
@@ -93,13 +96,17 @@ impl RunSpec {
             trace_syscalls: false,
             echo_output: false,
             seccomp: SeccompProfile::Default,
+            writable: None,
         }
     }
 
-    /// argv[1..] of the program file: the workload subcommand, then the user's arguments.
+    /// argv[1..] of the program file: the workload subcommand, then the user's arguments (an
+    /// image's argv already holds them).
     pub fn program_args(&self) -> Vec<String> {
         let mut args = self.program.leading_args();
-        args.extend(self.args.iter().cloned());
+        if !matches!(self.program, Program::Image(_)) {
+            args.extend(self.args.iter().cloned());
+        }
         args
     }
 }

@@ -40,6 +40,9 @@ impl Runtime for VmRuntime {
 
     fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
         let clock = RunClock::start();
+        if matches!(spec.program, Program::Image(_)) {
+            bail!("{}", crate::program::IMAGE_RUNTIME_ONLY);
+        }
         if let Some(cpus) = spec.cpus {
             if cpus != 1.0 {
                 bail!("the vm runtime has exactly one vCPU: --cpus {cpus} is not supported (use --cpus 1 or leave it out)");
@@ -210,7 +213,7 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
 fn guest_argv(spec: &RunSpec) -> Vec<String> {
     let name = match &spec.program {
         Program::Workload { .. } => "cvm-workload".to_string(),
-        Program::Binary { .. } => spec.program.label(),
+        Program::Binary { .. } | Program::Image(_) => spec.program.label(),
     };
     let mut argv = vec![format!("/{name}")];
     argv.extend(spec.program_args());

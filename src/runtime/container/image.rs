@@ -1,6 +1,8 @@
-//! The container image: a tiny read-only root file system holding just the program, built once
-//! per program content and kept in cvm's cache (`<cache>/images/<hash>-<name>/rootfs`).
-//! Every run mounts it as the lower, never-written layer of its root file system.
+//! The container's image: the read-only layers its root file system is stacked from, top
+//! first. For a workload or `--binary` it is a one-layer image built once per program content
+//! and kept in cvm's cache (`<cache>/images/<hash>-<name>/rootfs`); for `--image` it is an image
+//! of the store (`crate::image`), whose layers are unpacked there once. Every run mounts the
+//! layers as the lower, never-written part of its root file system.
 
 use std::path::{Path, PathBuf};
 
@@ -9,50 +11,59 @@ use anyhow::{Context, Result};
 use crate::embedded;
 use crate::program::Program;
 
-/// Directories every image has: mount points (dev, proc), a writable scratch place (tmp),
-/// and the conventional homes of programs and configuration.
+/// Directories every built-in image has: mount points (dev, proc), a writable scratch place
+/// (tmp), and the conventional homes of programs and configuration.
 pub const DIRECTORIES: [&str; 5] = ["bin", "dev", "etc", "proc", "tmp"];
 
 #[derive(Clone, Debug)]
 pub struct Image {
-    /// The image's root directory on the host.
-    pub rootfs: PathBuf,
+    /// Read-only layers, top first (overlayfs's `lowerdir` order).
+    pub layers: Vec<PathBuf>,
     /// The program's path inside the image, e.g. `/bin/cvm-workload`.
     pub program: String,
-    /// True when this run built the image; false when it came from the cache.
-    pub built: bool,
+    pub origin: Origin,
 }
 
-impl Image {
-    pub fn program_in_rootfs(&self) -> PathBuf {
-        self.rootfs.join(self.program.trim_start_matches('/'))
-    }
+/// Where the image came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// cvm's cache; `built` when this run built it.
+    Cache { built: bool },
+    /// The store: `NAME:TAG` and the manifest digest.
+    Store { reference: String, digest: String },
 }
 
-/// Where the images live.
+/// Where the cached one-layer images live.
 pub fn images_dir() -> PathBuf {
     embedded::cache_dir().join("images")
 }
 
-/// The image of `program`, from the cache or built now.
+/// The image of `program`: from the store for `--image`, else from the cache or built now.
 pub fn prepare(program: &Program) -> Result<Image> {
+    if let Program::Image(image) = program {
+        return Ok(Image {
+            layers: image.layers.clone(),
+            program: image.argv[0].clone(),
+            origin: Origin::Store { reference: image.reference.clone(), digest: image.digest.clone() },
+        });
+    }
     let name = file_name(program);
     let key = format!("{}-{name}", program.content_id()?);
     let dir = images_dir().join(&key);
-    let mut image = Image { rootfs: dir.join("rootfs"), program: format!("/bin/{name}"), built: false };
-    if image.program_in_rootfs().is_file() {
-        return Ok(image);
+    let rootfs = dir.join("rootfs");
+    let program_path = format!("/bin/{name}");
+    let built = !rootfs.join("bin").join(&name).is_file();
+    if built {
+        build(program, &dir, &name).with_context(|| format!("building the container image {}", dir.display()))?;
     }
-    build(program, &dir, &name).with_context(|| format!("building the container image {}", dir.display()))?;
-    image.built = true;
-    Ok(image)
+    Ok(Image { layers: vec![rootfs], program: program_path, origin: Origin::Cache { built } })
 }
 
 /// The program's file name inside the image: what it would be called on the host.
 fn file_name(program: &Program) -> String {
     let raw = match program {
         Program::Workload { .. } => "cvm-workload".to_string(),
-        Program::Binary { .. } => program.label(),
+        Program::Binary { .. } | Program::Image(_) => program.label(),
     };
     let clean: String =
         raw.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();

@@ -52,12 +52,13 @@ pub enum Step {
         flags: libc::c_ulong,
         data: Option<CString>,
     },
-    /// Mount overlayfs (when `attempt`); if that fails, run `fallback` (a copy) instead.
+    /// Mount overlayfs (when `attempt`); if that fails, run `fallback` (a copy) instead, or
+    /// fail when there is none (a kept writable layer needs overlayfs).
     Overlay {
         target: CString,
         data: CString,
         attempt: bool,
-        fallback: Vec<Step>,
+        fallback: Option<Vec<Step>>,
     },
     MakeDir {
         path: CString,
@@ -293,6 +294,9 @@ fn perform(step: &Step, rootfs: &mut RootfsKind) -> Result<(), i32> {
                     *rootfs = RootfsKind::Overlay;
                     return Ok(());
                 }
+                let Some(fallback) = fallback else {
+                    return Err(if *attempt { errno() } else { libc::ENOTSUP });
+                };
                 *rootfs = RootfsKind::Copy;
                 for step in fallback {
                     perform(step, rootfs)?;

@@ -27,6 +27,7 @@ use anyhow::{bail, Context, Result};
 
 use super::supervise::{pipe, supervise, KillScope, Supervised, Watched};
 use super::{taskstats, RunClock, RunSpec, Runtime, SeccompProfile};
+use crate::program::Program;
 use crate::record::{ContainerInfo, Outcome, RunRecord, RuntimeKind};
 use crate::units::format_bytes;
 use cgroup::{Limits, Placement, RunCgroup, Usage};
@@ -98,13 +99,16 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
     }
     narrator.step(|| narration::cgroup(hierarchy, cgroup.as_ref(), limits));
 
-    let scratch = rootfs::scratch_dir()?;
+    let writable = match &spec.writable {
+        Some(kept) => kept.clone(),
+        None => rootfs::Writable::Throwaway { scratch: rootfs::scratch_dir()? },
+    };
     let placement = cgroup.as_ref().map(RunCgroup::placement).transpose()?;
     let join_files = match &placement {
         Some(Placement::JoinSelf(files)) => files.iter().map(AsRawFd::as_raw_fd).collect(),
         _ => Vec::new(),
     };
-    let plan = init_plan(spec, &image, &scratch, &hostname, &namespaces, as_root, join_files)?;
+    let plan = init_plan(spec, &image, &writable, &hostname, &namespaces, as_root, join_files)?;
     let (output, output_for_child) = pipe()?;
     let (errors, errors_for_child) = pipe()?;
     let (go_for_child, go) = pipe()?;
@@ -275,7 +279,7 @@ impl Ended {
 fn init_plan(
     spec: &RunSpec,
     image: &image::Image,
-    scratch: &std::path::Path,
+    writable: &rootfs::Writable,
     hostname: &str,
     namespaces: &[Namespace],
     as_root: bool,
@@ -304,7 +308,7 @@ fn init_plan(
     ));
     steps.push(Planned::new(Step::LoopbackUp, "bringing up the loopback device lo"));
     let options =
-        rootfs::RootfsOptions { image, scratch, user_namespace: !as_root, try_overlay: rootfs::want_overlay() };
+        rootfs::RootfsOptions { image, writable, user_namespace: !as_root, try_overlay: rootfs::want_overlay() };
     steps.extend(rootfs::plan(&options)?);
     steps.push(Planned::new(
         Step::DropCapabilities { keep: capabilities::kept_mask(), last_capability: capabilities::last_capability() },
@@ -317,9 +321,25 @@ fn init_plan(
             "installing the system-call filter (seccomp, Docker's default profile)",
         ));
     }
-    let env =
-        ["PATH=/bin".to_string(), "HOME=/".to_string(), "container=cvm".to_string(), format!("HOSTNAME={hostname}")];
-    InitPlan::new(steps, &image.program, &spec.program_args(), &env)
+    InitPlan::new(steps, &image.program, &spec.program_args(), &environment(spec, hostname))
+}
+
+/// The program's environment: the image's (for `--image`), then what every container gets.
+fn environment(spec: &RunSpec, hostname: &str) -> Vec<String> {
+    let mut env = match &spec.program {
+        Program::Image(image) => image.env.clone(),
+        _ => vec!["PATH=/bin".to_string()],
+    };
+    let has = |env: &[String], key: &str| env.iter().any(|v| v.split('=').next() == Some(key));
+    for (key, value) in [("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), ("HOME", "/")] {
+        if !has(&env, key) {
+            env.push(format!("{key}={value}"));
+        }
+    }
+    env.retain(|v| !v.starts_with("HOSTNAME=") && !v.starts_with("container="));
+    env.push("container=cvm".into());
+    env.push(format!("HOSTNAME={hostname}"));
+    env
 }
 
 /// runc's RLIMIT_NOFILE (1024 soft and hard); without root the hard limit cannot be raised,

@@ -2,7 +2,7 @@
 //! The texts are built only when narration is on.
 
 use super::cgroup::{Hierarchy, Limits, RunCgroup};
-use super::image::Image;
+use super::image::{Image, Origin};
 use super::init::InitPlan;
 use super::namespaces::Namespace;
 use super::sync::RootfsKind;
@@ -12,17 +12,29 @@ use crate::runtime::supervise::Supervised;
 use crate::units::{format_bytes, format_ns};
 
 pub(super) fn image(image: &Image) -> String {
-    let origin = if image.built {
-        "was built now and stored in cvm's cache"
-    } else {
-        "came from cvm's cache (built once per program content, reused by every run)"
-    };
-    format!(
-        "container: the image is a tiny root file system holding only the program ({}), at {}. It {origin}. \
-         The image itself is never written: each run gets its own writable layer on top.",
-        image.program,
-        image.rootfs.display()
-    )
+    match &image.origin {
+        Origin::Cache { built } => {
+            let origin = if *built {
+                "was built now and stored in cvm's cache"
+            } else {
+                "came from cvm's cache (built once per program content, reused by every run)"
+            };
+            let at: Vec<String> = image.layers.iter().map(|l| l.display().to_string()).collect();
+            format!(
+                "container: the image is a tiny root file system holding only the program ({}), at {}. It {origin}. \
+                 The image itself is never written: each run gets its own writable layer on top.",
+                image.program,
+                at.join(", ")
+            )
+        }
+        Origin::Store { reference, digest } => format!(
+            "container: the image {reference} ({digest}) from cvm's store: {} read-only layers, unpacked once in \
+             the store and stacked by overlayfs (plus a layer holding the mount points /proc and /dev). It starts \
+             {}. The image itself is never written: the container's writes go to a writable layer on top.",
+            image.layers.len().saturating_sub(1),
+            image.program
+        ),
+    }
 }
 
 pub(super) fn cgroup(hierarchy: &Hierarchy, cgroup: Option<&RunCgroup>, limits: Limits) -> String {

@@ -13,9 +13,10 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
-use super::image::{Image, DIRECTORIES};
+use super::image::Image;
 use super::init::{Planned, Step};
 use crate::embedded;
+use crate::image::tree::{Kind, Tree};
 
 /// Device nodes bind-mounted from the host (a user namespace may not create device nodes).
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -87,10 +88,36 @@ pub fn scratch_dir() -> Result<PathBuf> {
 /// How the root file system is made.
 pub struct RootfsOptions<'a> {
     pub image: &'a Image,
-    pub scratch: &'a Path,
+    pub writable: &'a Writable,
     pub user_namespace: bool,
     /// False forces the tmpfs copy (`CVM_ROOTFS=copy`, or no overlayfs on this host).
     pub try_overlay: bool,
+}
+
+/// Where the container's writes go: overlayfs's upper layer.
+#[derive(Clone, Debug)]
+pub enum Writable {
+    /// A per-run tmpfs mounted (privately) over this empty cache folder, holding the upper
+    /// layer, overlayfs's work folder and the new root: gone with the run.
+    Throwaway { scratch: PathBuf },
+    /// A created container's own layer on the host, kept between its starts until `cvm rm`.
+    Kept { upper: PathBuf, work: PathBuf, root: PathBuf },
+}
+
+impl Writable {
+    fn root(&self) -> PathBuf {
+        match self {
+            Writable::Throwaway { scratch } => scratch.join("root"),
+            Writable::Kept { root, .. } => root.clone(),
+        }
+    }
+
+    fn upper_and_work(&self) -> (PathBuf, PathBuf) {
+        match self {
+            Writable::Throwaway { scratch } => (scratch.join("upper"), scratch.join("work")),
+            Writable::Kept { upper, work, .. } => (upper.clone(), work.clone()),
+        }
+    }
 }
 
 /// Whether to try overlayfs: the host has it, and `CVM_ROOTFS=copy` does not ask otherwise.
@@ -100,8 +127,7 @@ pub fn want_overlay() -> bool {
 
 pub fn plan(options: &RootfsOptions) -> Result<Vec<Planned>> {
     let files = host_files();
-    let scratch = options.scratch;
-    let root = scratch.join("root");
+    let root = options.writable.root();
     let in_root = |path: &str| root.join(path.trim_start_matches('/'));
     let mut steps = Vec::new();
 
@@ -109,40 +135,40 @@ pub fn plan(options: &RootfsOptions) -> Result<Vec<Planned>> {
         mount(None::<&Path>, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?,
         "making every mount private to the container's mount namespace",
     ));
-    steps.push(Planned::new(
-        mount(Some("tmpfs"), scratch, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?,
-        format!("mounting a per-run tmpfs at {}", scratch.display()),
-    ));
-    for dir in ["upper", "work", "root"] {
-        let path = scratch.join(dir);
-        steps.push(Planned::new(make_dir(&path, 0o755)?, format!("creating {}", path.display())));
-    }
-
-    let mut fallback = Vec::new();
-    for dir in DIRECTORIES {
-        let mode = if dir == "tmp" { 0o1777 } else { 0o755 };
-        fallback.push(make_dir(&root.join(dir), mode)?);
-    }
-    fallback.push(Step::CopyFile {
-        from: cstring(options.image.program_in_rootfs())?,
-        to: cstring(in_root(&options.image.program))?,
-        mode: 0o555,
-    });
-    // pivot_root needs the new root to be a mount point.
-    fallback.push(mount(Some(&root), &root, None, libc::MS_BIND, None)?);
+    let fallback = match options.writable {
+        Writable::Throwaway { scratch } => {
+            steps.push(Planned::new(
+                mount(Some("tmpfs"), scratch, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?,
+                format!("mounting a per-run tmpfs at {}", scratch.display()),
+            ));
+            for dir in ["upper", "work", "root"] {
+                let path = scratch.join(dir);
+                steps.push(Planned::new(make_dir(&path, 0o755)?, format!("creating {}", path.display())));
+            }
+            Some(copy_of_image(options.image, &root)?)
+        }
+        // A kept layer only makes sense as overlayfs's upper layer: no copy to fall back to.
+        Writable::Kept { .. } => None,
+    };
+    let (upper, work) = options.writable.upper_and_work();
+    let lower: Vec<String> = options.image.layers.iter().map(|l| escape_overlay_path(l)).collect();
     let mut data = format!(
         "lowerdir={},upperdir={},workdir={}",
-        escape_overlay_path(&options.image.rootfs),
-        escape_overlay_path(&scratch.join("upper")),
-        escape_overlay_path(&scratch.join("work"))
+        lower.join(":"),
+        escape_overlay_path(&upper),
+        escape_overlay_path(&work)
     );
     if options.user_namespace {
         // Inside a user namespace overlayfs keeps its metadata in user.* xattrs (Linux >= 5.11).
         data.push_str(",userxattr");
     }
+    let layers = match options.image.layers.len() {
+        1 => "the image".to_string(),
+        n => format!("the image's {n} layers"),
+    };
     steps.push(Planned::new(
         Step::Overlay { target: cstring(&root)?, data: cstring(data)?, attempt: options.try_overlay, fallback },
-        format!("mounting the image {} with a writable layer at {}", options.image.rootfs.display(), root.display()),
+        format!("mounting {layers} with a writable layer at {}", root.display()),
     ));
 
     steps.push(Planned::new(
@@ -209,6 +235,25 @@ pub fn plan(options: &RootfsOptions) -> Result<Vec<Planned>> {
     Ok(steps)
 }
 
+/// The fallback without overlayfs: the image's merged tree copied into the per-run tmpfs
+/// (which is then bind-mounted onto itself, as pivot_root needs a mount point).
+fn copy_of_image(image: &Image, root: &Path) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for (path, entry) in (Tree { layers: image.layers.clone() }).merged() {
+        let target = root.join(&path);
+        match &entry.kind {
+            Kind::Directory => steps.push(make_dir(&target, entry.mode)?),
+            Kind::File => {
+                steps.push(Step::CopyFile { from: cstring(&entry.host)?, to: cstring(&target)?, mode: entry.mode })
+            }
+            Kind::Symlink(link) => steps.push(Step::Symlink { target: cstring(link)?, link: cstring(&target)? }),
+            Kind::Other => {}
+        }
+    }
+    steps.push(mount(Some(root), root, None, libc::MS_BIND, None)?);
+    Ok(steps)
+}
+
 /// overlayfs splits its options at ',' and layers at ':'; a backslash escapes them.
 fn escape_overlay_path(path: &Path) -> String {
     let mut out = String::new();
@@ -269,13 +314,13 @@ mod tests {
 
     #[test]
     fn plan_ends_with_pivot_root_and_detach() {
-        let image = Image { rootfs: PathBuf::from("/cache/images/x/rootfs"), program: "/bin/p".into(), built: false };
-        let options = RootfsOptions {
-            image: &image,
-            scratch: Path::new("/cache/containers"),
-            user_namespace: true,
-            try_overlay: true,
+        let image = Image {
+            layers: vec![PathBuf::from("/cache/images/x/rootfs")],
+            program: "/bin/p".into(),
+            origin: super::super::image::Origin::Cache { built: false },
         };
+        let writable = Writable::Throwaway { scratch: PathBuf::from("/cache/containers") };
+        let options = RootfsOptions { image: &image, writable: &writable, user_namespace: true, try_overlay: true };
         let steps = plan(&options).unwrap();
         assert!(matches!(steps[steps.len() - 2].step, Step::PivotRoot { .. }));
         assert!(matches!(steps.last().unwrap().step, Step::DetachOldRoot));
