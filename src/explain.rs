@@ -1,5 +1,6 @@
 //! `--explain`: a runtime narrates what it does, step by step, in words a student understands.
-//! The narration goes to stderr so `--json` output on stdout stays one object.
+//! The narration goes to stderr so `--json` output on stdout stays one object, through the
+//! stderr relay, so a reader of stderr that stalls cannot hold a run past its deadline.
 
 use std::cell::Cell;
 
@@ -24,7 +25,7 @@ impl Narrator {
         if self.enabled {
             let n = self.step.get() + 1;
             self.step.set(n);
-            eprintln!("[explain {n:>2}] {}", text());
+            crate::runtime::relay::eprint(&format!("[explain {n:>2}] {}\n", text()));
         }
     }
 }

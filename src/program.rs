@@ -179,19 +179,32 @@ impl Program {
 }
 
 fn read_program_file(path: &Path) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read program {}", path.display()))?;
+    read_regular_file(path, MAX_PROGRAM_BYTES).with_context(|| format!("cannot read program {}", path.display()))
+}
+
+/// The bytes of a regular file of at most `max` bytes. Opened without blocking (a FIFO in its
+/// place cannot hang cvm) and checked on the descriptor itself, then read once, at most `max`.
+pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("{}", path.display()))?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
-    if meta.len() > MAX_PROGRAM_BYTES {
-        bail!(
-            "{} is {} MiB; programs larger than {} MiB are refused",
-            path.display(),
-            meta.len() >> 20,
-            MAX_PROGRAM_BYTES >> 20
-        );
+    if meta.len() > max {
+        bail!("{} is {} MiB; files larger than {} MiB are refused", path.display(), meta.len() >> 20, max >> 20);
     }
-    std::fs::read(path).with_context(|| format!("cannot read program {}", path.display()))
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        bail!("{} grew past {} MiB while it was read", path.display(), max >> 20);
+    }
+    Ok(bytes)
 }
 
 /// Refuses anything but a complete little-endian 64-bit x86-64 ELF executable without an

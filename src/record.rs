@@ -207,9 +207,12 @@ pub struct RunRecord {
     /// UTF-8, so nothing the program printed is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout_base64: Option<String>,
-    /// The program's stderr, kept the same way (as text).
+    /// The program's stderr, kept the same way.
     #[serde(default)]
     pub stderr: String,
+    /// Like `stdout_base64`, for stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_base64: Option<String>,
     /// How much the program printed and how much of it this record dropped.
     #[serde(default)]
     pub output: OutputSizes,
@@ -241,6 +244,7 @@ impl RunRecord {
             stdout: String::new(),
             stdout_base64: None,
             stderr: String::new(),
+            stderr_base64: None,
             output: OutputSizes::default(),
             notes: Vec::new(),
         }
@@ -248,15 +252,8 @@ impl RunRecord {
 
     /// Fills `stdout`, `stderr`, `output` and `result` from the program's captured output.
     pub fn set_output(&mut self, stdout: &Captured, stderr: &Captured) {
-        use base64::Engine;
-        match std::str::from_utf8(&stdout.bytes) {
-            Ok(text) => self.stdout = text.to_string(),
-            Err(_) => {
-                self.stdout = String::from_utf8_lossy(&stdout.bytes).into_owned();
-                self.stdout_base64 = Some(base64::engine::general_purpose::STANDARD.encode(&stdout.bytes));
-            }
-        }
-        self.stderr = String::from_utf8_lossy(&stderr.bytes).into_owned();
+        (self.stdout, self.stdout_base64) = text_and_base64(&stdout.bytes);
+        (self.stderr, self.stderr_base64) = text_and_base64(&stderr.bytes);
         self.result = parse_result_line(&self.stdout);
         self.output = OutputSizes {
             stdout_bytes: stdout.total,
@@ -280,6 +277,18 @@ impl RunRecord {
 
     pub fn succeeded(&self) -> bool {
         self.outcome == Outcome::Exited && self.exit_code == 0
+    }
+}
+
+/// Output as text, and as base64 too when it is not valid UTF-8 (the text then has U+FFFD in
+/// place of the bytes that are not), so nothing is lost.
+fn text_and_base64(bytes: &[u8]) -> (String, Option<String>) {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_string(), None),
+        Err(_) => {
+            (String::from_utf8_lossy(bytes).into_owned(), Some(base64::engine::general_purpose::STANDARD.encode(bytes)))
+        }
     }
 }
 

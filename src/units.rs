@@ -35,7 +35,8 @@ pub const MIN_TIMEOUT_SECS: f64 = 0.001;
 pub fn parse_timeout(seconds: f64) -> Result<std::time::Duration> {
     if !(seconds.is_finite() && (MIN_TIMEOUT_SECS..=MAX_TIMEOUT_SECS).contains(&seconds)) {
         bail!(
-            "--timeout {seconds} is out of range: give a number of seconds from {MIN_TIMEOUT_SECS} to {MAX_TIMEOUT_SECS} (a week)"
+            "--timeout {} is out of range: give a number of seconds from {MIN_TIMEOUT_SECS} to {MAX_TIMEOUT_SECS} (a week)",
+            short_number(seconds)
         );
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
@@ -46,6 +47,16 @@ pub const MAX_PIDS: u64 = 4 << 20;
 /// The most measured runs per cell (`--runs`) and warm-up runs (`--warmup`).
 pub const MAX_RUNS: u64 = 100_000;
 pub const MAX_WARMUP: u64 = 10_000;
+
+/// A number as a person would write it back: plain when it is of everyday size, in scientific
+/// notation when it is huge or tiny (so `--timeout 1e308` is not echoed with 300 digits).
+pub fn short_number(value: f64) -> String {
+    if value != 0.0 && value.is_finite() && !(1e-3..1e6).contains(&value.abs()) {
+        format!("{value:e}")
+    } else {
+        format!("{value}")
+    }
+}
 
 /// Checks a count option (`--runs`, `--pids`, ...) against its range, naming it in the error.
 pub fn check_count(option: &str, value: u64, min: u64, max: u64) -> Result<u64> {
@@ -108,6 +119,15 @@ mod tests {
             let err = parse_timeout(bad).unwrap_err().to_string();
             assert!(err.contains("out of range"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn huge_and_tiny_numbers_are_written_short() {
+        assert_eq!(short_number(2.5), "2.5");
+        assert_eq!(short_number(1e308), "1e308");
+        assert_eq!(short_number(1e-320), "1e-320");
+        let err = parse_timeout(1e308).unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
     }
 
     #[test]

@@ -473,3 +473,124 @@ fn bench_refuses_an_export_into_a_missing_folder() {
     assert!(!Path::new("/nonexistent-cvm-folder").exists());
     assert!(started.elapsed() < Duration::from_secs(2), "no benchmark should have run");
 }
+
+/// Second review, H1 and M1: children that outlive the program and keep the pipe full held cvm
+/// past --timeout (in the process runtime its memory grew without limit with a live echo; with
+/// --json the read loop never looked at the clock again).
+#[test]
+fn writers_left_behind_cannot_hold_the_timeout_or_grow_cvm_as_root() {
+    if !require_root() {
+        return;
+    }
+    let Some(writers) = c_program("writers") else { return };
+    let _serial = one_at_a_time();
+    let program = writers.to_str().unwrap();
+    for (runtime, json) in [("process", false), ("process", true), ("container", true), ("container", false)] {
+        let mut args = vec!["run", "--runtime", runtime, "--timeout", "1"];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["--binary", program, "16", "100"]);
+        let mut child = cvm().args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        // The reader never reads (live echo) or reads everything (--json).
+        let reader = json.then(|| {
+            let mut stdout = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                let _ = stdout.read_to_end(&mut all);
+                all.len()
+            })
+        });
+        let started = Instant::now();
+        let mut peak_kib = 0;
+        while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(10) {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+            let rss = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            peak_kib = peak_kib.max(rss.unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ended = ended_within(&mut child, Duration::from_millis(100));
+        assert!(ended, "{runtime} json={json}: cvm still ran {:?} after a 1 s timeout", started.elapsed());
+        assert!(started.elapsed() < Duration::from_millis(4500), "{runtime} json={json}: {:?}", started.elapsed());
+        assert!(peak_kib < 96 << 10, "{runtime} json={json}: cvm grew to {peak_kib} KiB");
+        if let Some(reader) = reader {
+            assert!(reader.join().unwrap() < 1 << 20, "{runtime}: the record keeps at most 2 x 64 KiB");
+        }
+    }
+}
+
+/// Second review, M4: --explain wrote its narration straight to stderr; with a stalled reader
+/// cvm hung, even through Ctrl-C.
+#[test]
+fn explain_with_a_stalled_stderr_cannot_hang_cvm_as_root_with_kvm() {
+    if !require_root() || !require_kvm() {
+        return;
+    }
+    let Some(flood) = c_program("flood") else { return };
+    let _serial = one_at_a_time();
+    for runtime in ["container", "vm"] {
+        let mut child = cvm()
+            .args(["run", "--runtime", runtime, "--explain", "--timeout", "2", "--binary", flood.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()) // never read
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        assert!(ended_within(&mut child, Duration::from_secs(8)), "{runtime}: cvm still ran after 8 s");
+        assert!(started.elapsed() < Duration::from_millis(4500), "{runtime}: {:?}", started.elapsed());
+    }
+}
+
+/// Second review, M2 and L5: io_uring bypassed the filter (IORING_OP_SOCKET opened an AF_VSOCK
+/// socket); calls newer than the profile got EPERM, which C libraries do not fall back on.
+#[test]
+fn the_filter_refuses_io_uring_and_answers_newer_calls_enosys_as_root() {
+    if !require_root() {
+        return;
+    }
+    let Some(syscalls) = c_program("syscalls") else { return };
+    let _serial = one_at_a_time();
+    let record = run_json_in("container", &["--binary", syscalls.to_str().unwrap()]);
+    assert_eq!(record["stdout"], "io_uring_setup EPERM\nsyscall_451 ENOSYS\n", "{record}");
+}
+
+/// Second review, L4: a program that had made cvm its tracer and stopped itself stayed stopped
+/// until the timeout (cvm passed the SIGSTOP on when it let go).
+#[test]
+fn a_traced_program_that_stops_itself_does_not_stall_the_run_as_root() {
+    if !require_root() {
+        return;
+    }
+    let Some(traceme) = c_program("traceme") else { return };
+    let _serial = one_at_a_time();
+    for runtime in ["process", "container"] {
+        let started = Instant::now();
+        let record = run_json_in(runtime, &["--timeout", "10", "--binary", traceme.to_str().unwrap(), "stop"]);
+        assert_eq!(record["outcome"], "exited", "{runtime}: {record}");
+        assert!(record["stdout"].as_str().unwrap().contains("did not stop the run"), "{runtime}: {record}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{runtime}");
+    }
+}
+
+/// Second review, L2: --kernel read a FIFO (blocking for ever, through Ctrl-C) or /dev/zero
+/// (until memory ran out).
+#[test]
+fn a_kernel_image_that_is_not_a_regular_file_is_refused() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    for kernel in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let started = Instant::now();
+        let out = run_cvm(&["run", "--runtime", "vm", "--timeout", "1", "--kernel", kernel, "hello"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{kernel}: {stderr}");
+        assert!(stderr.contains("not a regular file") || stderr.contains("kvm"), "{kernel}: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{kernel}");
+    }
+}

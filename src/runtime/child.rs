@@ -4,8 +4,9 @@
 
 use std::os::fd::RawFd;
 
-/// Signals cvm handles itself; the program starts with their default actions.
-pub const HANDLED_SIGNALS: [libc::c_int; 5] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD, libc::SIGPIPE];
+/// Signals cvm handles itself (besides [`crate::interrupt::STOPPING`]); the program starts with
+/// default actions for all of them.
+const ALSO_HANDLED: [libc::c_int; 2] = [libc::SIGCHLD, libc::SIGPIPE];
 
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
@@ -75,7 +76,7 @@ fn parse_fd(name: &[u8]) -> Option<RawFd> {
 
 /// Default actions for the signals cvm handles, and nothing blocked.
 pub fn reset_signals() {
-    for signal in HANDLED_SIGNALS {
+    for signal in crate::interrupt::STOPPING.into_iter().chain(ALSO_HANDLED) {
         // SAFETY: resetting a disposition to SIG_DFL has no memory-safety preconditions.
         unsafe { libc::signal(signal, libc::SIG_DFL) };
     }

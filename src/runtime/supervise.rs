@@ -142,6 +142,11 @@ pub enum KillScope {
     Process,
 }
 
+/// The most output read between two looks at the deadline.
+const READ_SLICE: usize = 1 << 20;
+/// The most output read per stream after the program ended (what is still in the pipe).
+const LAST_READ: usize = 1 << 20;
+
 /// A started child to watch: a direct child of cvm, with its output pipes.
 pub struct Watched<'a> {
     pub pid: libc::pid_t,
@@ -168,12 +173,14 @@ impl Stream {
     }
 
     /// How much may be read now: with echo, no more than the relay can take, so a stalled
-    /// reader of cvm's output slows the program down instead of growing cvm.
+    /// reader of cvm's output slows the program down instead of growing cvm; and never more
+    /// than [`READ_SLICE`] at once, so writers that keep the pipe full cannot keep cvm from
+    /// looking at the clock.
     fn budget(&self, echo: bool) -> usize {
         if echo {
-            self.relay.room()
+            self.relay.room().min(READ_SLICE)
         } else {
-            usize::MAX
+            READ_SLICE
         }
     }
 }
@@ -244,20 +251,21 @@ pub fn supervise(child: Watched) -> Result<Supervised> {
             break;
         }
     }
-    let (status, rusage) = reap(pid)?;
-    let exited_at = Instant::now();
-    // What the program wrote just before it ended is still in the pipes. Descendants that
-    // survive it do not hold us: read only what is there now.
-    for (index, stream) in streams.iter_mut().enumerate() {
-        if stream.fd.is_some() {
-            drain(stream, &mut buffer, usize::MAX, &mut first_output, index == 0, echo)?;
-        }
-    }
     if kill == KillScope::ProcessGroup {
-        // Background children of the program die with the run (the group outlives its
-        // leader's pid only while a member is alive, so this cannot hit a stranger).
+        // Background children of the program die with the run, before anything more is read
+        // (they could keep the pipes full for ever). The leader is not reaped yet, so its pid,
+        // and with it the group's id, cannot belong to anyone else.
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    let (status, rusage) = reap(pid)?;
+    let exited_at = Instant::now();
+    // What the program wrote just before it ended is still in the pipes: read what is there
+    // now, bounded (a descendant that left the group could still be writing).
+    for (index, stream) in streams.iter_mut().enumerate() {
+        if stream.fd.is_some() {
+            drain(stream, &mut buffer, LAST_READ, &mut first_output, index == 0, echo)?;
+        }
     }
     let (exit_status, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
@@ -340,8 +348,9 @@ fn stop(pid: libc::pid_t, pidfd: &OwnedFd, kill: KillScope) {
 }
 
 /// A program that called `PTRACE_TRACEME` stops whenever it gets a signal or execs, waiting
-/// for its tracer, which is cvm. cvm is no debugger: it detaches, passing the signal on
-/// (except the SIGTRAP of an exec, which only exists for debuggers).
+/// for its tracer, which is cvm. cvm is no debugger: it detaches, passing the signal on,
+/// except the SIGTRAP of an exec (it only exists for debuggers) and stop signals (a traced
+/// pid 1 would otherwise stop, which an untraced one cannot).
 fn release_if_traced(pid: libc::pid_t) {
     // SAFETY: waitid fills the siginfo we own; WNOWAIT leaves the child's state as it is.
     let info = unsafe {
@@ -357,7 +366,10 @@ fn release_if_traced(pid: libc::pid_t) {
     if reported != pid || info.si_code != libc::CLD_TRAPPED {
         return;
     }
-    let pass_on = if status == libc::SIGTRAP { 0 } else { status };
+    let pass_on = match status {
+        libc::SIGTRAP | libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => 0,
+        other => other,
+    };
     // SAFETY: detaching our own tracee; no memory is passed.
     unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, std::ptr::null_mut::<libc::c_void>(), pass_on as usize) };
 }

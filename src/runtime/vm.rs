@@ -101,7 +101,8 @@ fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
 /// A Linux kernel image (`--kernel PATH`), booted through its PVH entry; it has no root file
 /// system, so the program itself is not run.
 fn boot_linux(spec: &RunSpec, path: &Path, deadline: Instant) -> Result<Booted> {
-    let image = std::fs::read(path).with_context(|| format!("cannot read the kernel image {}", path.display()))?;
+    let image = crate::program::read_regular_file(path, linux_boot::MAX_KERNEL_IMAGE_BYTES)
+        .with_context(|| format!("cannot read the kernel image {}", path.display()))?;
     let ram_bytes = layout::ram_size(Some(spec.memory_bytes.unwrap_or(linux_boot::DEFAULT_LINUX_RAM_BYTES)))?;
     let linux = LinuxImage::parse(&image, ram_bytes).with_context(|| format!("cannot boot {}", path.display()))?;
     usage::reset_peak_rss();

@@ -44,7 +44,11 @@ pub const fn align_up(value: u64, align: u64) -> u64 {
 pub fn ram_size(requested: Option<u64>) -> anyhow::Result<u64> {
     let bytes = requested.unwrap_or(DEFAULT_RAM_BYTES);
     if bytes < MIN_RAM_BYTES {
-        anyhow::bail!("--memory {} MiB is too small for a VM: give at least {} MiB", bytes >> 20, MIN_RAM_BYTES >> 20);
+        anyhow::bail!(
+            "--memory {} is too small for a VM: give at least {} MiB",
+            crate::units::format_bytes(bytes),
+            MIN_RAM_BYTES >> 20
+        );
     }
     if bytes > MAX_RAM_BYTES {
         anyhow::bail!("--memory {} MiB is more than the {} GiB a cvm VM supports", bytes >> 20, MAX_RAM_BYTES >> 30);

@@ -18,6 +18,8 @@ use crate::elf::ElfFile;
 const PVH_ENTRY_NOTE: u32 = 18;
 const START_INFO_MAGIC: u32 = 0x336e_c578;
 /// Where the VMM puts what it tells the kernel (all below 1 MiB, away from the kernel image).
+/// The largest kernel image `--kernel` reads (an uncompressed vmlinux is tens of MiB).
+pub const MAX_KERNEL_IMAGE_BYTES: u64 = 512 << 20;
 pub const START_INFO_ADDR: u64 = 0x6000;
 const MEMMAP_ADDR: u64 = 0x6100;
 const CMDLINE_ADDR: u64 = 0x2_0000;

@@ -65,6 +65,13 @@ impl ProgramLayout {
                 ram_size >> 20
             )
         };
+        if high > stack_bottom && high - low <= stack_bottom.saturating_sub(USER_BASE + MIN_HEAP_BYTES) {
+            bail!(
+                "the program is linked at {low:#x}..{high:#x}, beyond the VM's {} MiB of guest RAM; give it more \
+                 with --memory, or link it lower",
+                ram_size >> 20
+            );
+        }
         let brk_start = checked_align_up(high, PAGE_SIZE).ok_or_else(too_big)?;
         if brk_start.checked_add(MIN_HEAP_BYTES).is_none_or(|end| end > stack_bottom) {
             return Err(too_big());

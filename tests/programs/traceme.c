@@ -14,6 +14,11 @@ int main(int argc, char **argv) {
     long traced = ptrace(PTRACE_TRACEME, 0, 0, 0);
     printf("PTRACE_TRACEME returned %ld\n", traced);
     fflush(stdout);
+    if (argc > 1 && strcmp(argv[1], "stop") == 0) {
+        raise(SIGSTOP);
+        printf("SIGSTOP after PTRACE_TRACEME did not stop the run\n");
+        return 0;
+    }
     raise(SIGWINCH);
     printf("signal after PTRACE_TRACEME ok\n");
     fflush(stdout);

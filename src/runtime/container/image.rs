@@ -48,15 +48,30 @@ pub fn prepare(program: &Program) -> Result<Image> {
         });
     }
     let name = file_name(program);
-    let key = format!("{}-{name}", program.content_id()?);
+    // One read of the program: checked, hashed and copied into the image from the same bytes,
+    // so a file swapped meanwhile cannot end up cached under another content's name.
+    let bytes = program.bytes()?;
+    crate::program::check_static_elf(&bytes).with_context(|| format!("cannot run {}", program.label()))?;
+    let key = format!("{}-{name}", content_id(program, &bytes));
     let dir = images_dir().join(&key);
     let rootfs = dir.join("rootfs");
     let program_path = format!("/bin/{name}");
     let built = !rootfs.join("bin").join(&name).is_file();
     if built {
-        build(program, &dir, &name).with_context(|| format!("building the container image {}", dir.display()))?;
+        for leftover in crate::image::layout::abandoned_staging(&images_dir()) {
+            let _ = std::fs::remove_dir_all(leftover);
+        }
+        build(&bytes, &dir, &name).with_context(|| format!("building the container image {}", dir.display()))?;
     }
     Ok(Image { layers: vec![rootfs], program: program_path, origin: Origin::Cache { built } })
+}
+
+/// The identity of the program's content: the build's hash for the workload, sha256 else.
+fn content_id(program: &Program, bytes: &[u8]) -> String {
+    match program {
+        Program::Workload { .. } => embedded::WORKLOAD_HASH.trim().to_string(),
+        _ => crate::image::digest::Digest::of(bytes).short(),
+    }
 }
 
 /// The program's file name inside the image: what it would be called on the host.
@@ -75,7 +90,7 @@ fn file_name(program: &Program) -> String {
 
 /// Builds the image in a temporary directory and renames it into place, so a concurrent run
 /// never sees half an image (the first rename wins; the loser's copy is removed).
-fn build(program: &Program, dir: &Path, name: &str) -> Result<()> {
+fn build(program: &[u8], dir: &Path, name: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let parent = dir.parent().context("image directory has no parent")?;
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -86,7 +101,7 @@ fn build(program: &Program, dir: &Path, name: &str) -> Result<()> {
     }
     std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
     let program_path = rootfs.join("bin").join(name);
-    std::fs::write(&program_path, program.bytes()?)?;
+    std::fs::write(&program_path, program)?;
     // Read-only and executable: the image is never written, only layered over.
     std::fs::set_permissions(&program_path, std::fs::Permissions::from_mode(0o555))?;
     std::fs::write(

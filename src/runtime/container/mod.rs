@@ -176,6 +176,10 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
         Some(Report::Ready { rootfs, ready_ns, .. }) => (Some(*rootfs), anchor.to_run_clock(&clock, *ready_ns)),
         // Killed (timeout, interrupt) before it was ready: it never got to the program.
         _ if done.timed_out || done.interrupted.is_some() => (None, clock.since(done.exited_at)),
+        _ if cgroup.as_ref().is_some_and(|c| c.usage().oom_kills.unwrap_or(0) > 0) => bail!(
+            "the container was OOM-killed during its set-up: {} is too little memory even to start it",
+            limits.memory_bytes.map_or_else(|| "its limit".to_string(), |b| format!("--memory {}", format_bytes(b)))
+        ),
         _ => bail!("the container's first process ended during set-up ({})", done.describe_end()),
     };
     if rootfs_kind == Some(RootfsKind::Copy) {

@@ -12,6 +12,10 @@
 //! Differences from Docker's profile: only the native x86-64 ABI is allowed (32-bit `int 0x80`
 //! and x32 calls get EPERM; Docker allows both), and the calls Docker grants only with
 //! capabilities the container does not keep (CAP_SYS_ADMIN, CAP_SYS_PTRACE, ...) are refused.
+//! As in Docker's profile since late 2023, io_uring is refused: its operations bypass the
+//! filter (an `IORING_OP_SOCKET` opens the AF_VSOCK socket `socket` may not). System calls newer
+//! than this list (numbers above [`NEWEST_KNOWN`]) get ENOSYS, as runc answers them, so C
+//! libraries fall back to the older call they replace.
 
 /// One BPF instruction (`struct sock_filter`).
 pub type Instruction = libc::sock_filter;
@@ -44,6 +48,9 @@ const NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
 const AF_VSOCK: u32 = 40;
 /// `personality` values Docker allows: PER_LINUX, PER_LINUX32, UNAME26, UNAME26|PER_LINUX32, query.
 const PERSONALITIES: [u32; 5] = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
+
+/// The newest x86-64 system call this profile was written for (set_mempolicy_home_node).
+pub const NEWEST_KNOWN: u32 = 450;
 
 /// `io_pgetevents` (x86-64 number 333), which the libc crate does not name.
 const IO_PGETEVENTS: libc::c_long = 333;
@@ -157,9 +164,6 @@ pub const ALLOWED: &[libc::c_long] = &[
     libc::SYS_ioprio_set,
     libc::SYS_io_setup,
     libc::SYS_io_submit,
-    libc::SYS_io_uring_enter,
-    libc::SYS_io_uring_register,
-    libc::SYS_io_uring_setup,
     libc::SYS_kill,
     libc::SYS_landlock_add_rule,
     libc::SYS_landlock_create_ruleset,
@@ -373,6 +377,9 @@ pub fn default_filter() -> Vec<Instruction> {
         jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1),
         errno(libc::EPERM),
     ];
+    // Newer than the profile: "no such call", so a C library falls back (runc does the same).
+    program.push(jump(BPF_JGT_K, NEWEST_KNOWN, 0, 1));
+    program.push(errno(libc::ENOSYS));
     // clone3 carries its flags in memory a filter cannot read: ENOSYS makes C libraries fall
     // back to clone, whose flags it can (Docker does the same).
     program.push(jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 0, 1));
@@ -508,7 +515,13 @@ mod tests {
             if special.contains(&(nr as libc::c_long)) {
                 continue;
             }
-            let expected = if ALLOWED.contains(&(nr as libc::c_long)) { SECCOMP_RET_ALLOW } else { EPERM };
+            let expected = if nr > NEWEST_KNOWN {
+                SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+            } else if ALLOWED.contains(&(nr as libc::c_long)) {
+                SECCOMP_RET_ALLOW
+            } else {
+                EPERM
+            };
             assert_eq!(run(&filter, AUDIT_ARCH_X86_64, nr, 0), expected, "system call {nr}");
         }
     }
@@ -530,6 +543,8 @@ mod tests {
             libc::SYS_reboot,
             libc::SYS_userfaultfd,
             libc::SYS_open_by_handle_at,
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
         ] {
             assert_eq!(run(&filter, AUDIT_ARCH_X86_64, nr as u32, 0), EPERM, "system call {nr}");
         }

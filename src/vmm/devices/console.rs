@@ -55,7 +55,13 @@ impl ProgramConsole {
     pub fn write(&mut self, request_address: u64, ram: &GuestRam, now: Instant) -> Result<(), ConsoleError> {
         let request = read_request(request_address, ram).map_err(ConsoleError::Invalid)?;
         let len = u64::from(request.len);
-        if len > MAX_WRITE || !ram.contains(request.addr, len) {
+        if len > MAX_WRITE {
+            return Err(ConsoleError::Invalid(format!(
+                "the guest kernel asked to print {len} bytes in one ConsoleWrite, more than the {} MiB one may carry",
+                MAX_WRITE >> 20
+            )));
+        }
+        if !ram.contains(request.addr, len) {
             return Err(ConsoleError::Invalid(format!(
                 "the guest kernel asked to print {len} bytes at {:#x}, outside guest RAM (ConsoleWrite at {request_address:#x})",
                 request.addr

@@ -49,7 +49,10 @@ pub const MIN_CPUS: f64 = 0.01;
 pub fn cpu_quota_us(cpus: f64) -> Result<u64> {
     let online = online_cpus();
     if !(cpus.is_finite() && cpus >= MIN_CPUS && cpus <= online as f64) {
-        bail!("--cpus {cpus} is out of range: a container takes from {MIN_CPUS} to {online} CPUs on this host");
+        bail!(
+            "--cpus {} is out of range: a container takes from {MIN_CPUS} to {online} CPUs on this host",
+            crate::units::short_number(cpus)
+        );
     }
     Ok((cpus * CPU_PERIOD_US as f64).round() as u64)
 }
