@@ -100,6 +100,8 @@ pub enum ImageAction {
     Verify(ImageName),
     /// Remove an image name (its blobs go when no image or container needs them).
     Rm(ImageRmArgs),
+    /// Remove the blobs and unpacked layers no image or container needs (a killed pull's, say).
+    Prune,
     /// Copy an image into a registry folder (an OCI image layout; created when missing).
     Push { image: String, registry: PathBuf },
     /// Copy an image from a registry folder (an OCI image layout) into the store.
@@ -177,9 +179,10 @@ pub struct LimitArgs {
     /// container: the most processes the container may have.
     #[arg(long)]
     pub pids: Option<u64>,
-    /// Kill the program (or stop the VM) after this many seconds.
-    #[arg(long, default_value_t = 30.0)]
-    pub timeout: f64,
+    /// Kill the program (or stop the VM) after this many seconds (default: 30 for `run`; none,
+    /// a week, for a container made with `create`).
+    #[arg(long)]
+    pub timeout: Option<f64>,
     /// container: the system-call filter, `default` (Docker's default profile) or `unconfined`.
     #[arg(long, value_enum, default_value = "default", value_name = "PROFILE")]
     pub seccomp: SeccompProfile,

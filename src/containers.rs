@@ -284,8 +284,12 @@ impl Container {
         }
         let base = self.image(store)?;
         let mut entries = Vec::new();
-        walk_upper(&self.dir.join("upper"), Path::new(""), &mut |relative, meta, host| {
-            entries.push(layer_entry(relative, meta, host));
+        let mut skipped = Vec::new();
+        walk_upper(&self.dir.join("upper"), Path::new(""), &mut |relative, meta, host| match layer_entry(
+            relative, meta, host,
+        ) {
+            Some(entry) => entries.push(entry),
+            None => skipped.push(format!("/{}", relative.display())),
         })?;
         let _lock = store.lock()?;
         let images = store.images()?;
@@ -293,10 +297,18 @@ impl Container {
         let mut config = base.config.clone();
         let created = now_rfc3339();
         config.rootfs.diff_ids.push(built.diff_id);
+        // The container's command becomes the image's, as `docker commit` keeps it.
+        if !self.state.args.is_empty() {
+            config.config.cmd = Some(self.state.args.clone());
+        }
+        let mut comment = format!("{} changes of container {}", entries.len(), self.state.name);
+        if !skipped.is_empty() {
+            comment.push_str(&format!("; sockets and device nodes left out: {}", skipped.join(" ")));
+        }
         config.history.push(History {
             created: Some(created.clone()),
             created_by: Some(format!("cvm commit {} {reference}", self.state.name)),
-            comment: Some(format!("{} changes of container {}", entries.len(), self.state.name)),
+            comment: Some(comment),
             empty_layer: false,
         });
         config.created = Some(created);
@@ -339,9 +351,10 @@ fn walk_upper(upper: &Path, relative: &Path, visit: &mut dyn FnMut(&Path, &std::
 }
 
 /// One entry of the upper folder as a layer entry (whiteouts and opaque folders in the
-/// image format's spelling), with its real owner, mode and time.
-fn layer_entry(relative: &Path, meta: &std::fs::Metadata, host: &Path) -> LayerEntry {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+/// image format's spelling), with its real owner, mode and time; None for what a layer does
+/// not carry here (sockets, device nodes).
+fn layer_entry(relative: &Path, meta: &std::fs::Metadata, host: &Path) -> Option<LayerEntry> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     let kind = if is_whiteout(meta) {
         EntryKind::Whiteout
     } else if meta.is_dir() && is_opaque(host) {
@@ -350,17 +363,21 @@ fn layer_entry(relative: &Path, meta: &std::fs::Metadata, host: &Path) -> LayerE
         EntryKind::Directory
     } else if meta.file_type().is_symlink() {
         EntryKind::Symlink(std::fs::read_link(host).unwrap_or_default())
-    } else {
+    } else if meta.file_type().is_fifo() {
+        EntryKind::Fifo
+    } else if meta.is_file() {
         EntryKind::File(host.to_path_buf())
+    } else {
+        return None;
     };
-    LayerEntry {
+    Some(LayerEntry {
         path: relative.to_string_lossy().into_owned(),
         kind,
         mode: meta.permissions().mode() & 0o7777,
         uid: u64::from(meta.uid()),
         gid: u64::from(meta.gid()),
         mtime: meta.mtime().max(0) as u64,
-    }
+    })
 }
 
 /// Removes a container folder; overlayfs's work folder can hold a mode-000 directory, which

@@ -29,8 +29,10 @@ fn main() -> ExitCode {
     match commands::dispatch(cli.command) {
         Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
         Err(error) => {
-            // One line: the error and its causes, outermost first.
-            eprintln!("cvm: error: {error:#}");
+            // One line: the error and its causes, outermost first, with nothing in it that could
+            // break the line or drive the terminal (text from a hostile file can end up here).
+            let text: String = format!("{error:#}").chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            eprintln!("cvm: error: {text}");
             ExitCode::from(2)
         }
     }

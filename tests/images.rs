@@ -119,7 +119,7 @@ fn a_container_keeps_its_writes_until_rm_and_the_image_never_changes_as_root() {
     assert_eq!(ok(store, &["start", "keeper"]).trim(), "1");
     assert_eq!(ok(store, &["start", "keeper"]).trim(), "2", "the write of the first start is kept");
     let ps = ok(store, &["ps", "-a"]);
-    assert!(ps.contains("keeper") && ps.contains("exited (0)"), "{ps}");
+    assert!(ps.contains("keeper") && ps.contains("exited"), "{ps}");
     assert!(!ok(store, &["ps"]).contains("keeper"), "ps without -a lists running containers only");
 
     let diff = ok(store, &["diff", "keeper"]);

@@ -28,7 +28,9 @@ pub fn create(args: CreateArgs) -> Result<i32> {
 }
 
 fn run_options(options: &LimitArgs) -> Result<RunOptions> {
-    let limits = parse_limits(options.memory.as_deref(), options.cpus, options.pids, options.timeout)?;
+    // Like Docker's containers, a created one runs until it ends (a week at most).
+    let timeout = options.timeout.unwrap_or(crate::units::MAX_TIMEOUT_SECS);
+    let limits = parse_limits(options.memory.as_deref(), options.cpus, options.pids, timeout)?;
     Ok(RunOptions {
         memory_bytes: limits.memory_bytes,
         cpus: limits.cpus,
@@ -77,7 +79,11 @@ pub fn ps(args: PsArgs) -> Result<i32> {
             let status = c.status();
             (args.all || status == Status::Running).then(|| {
                 let last = c.state.last_exit_code.map_or("-".into(), |code| code.to_string());
-                [c.state.name, c.state.image, status.describe(), last, c.state.created]
+                let status = match status {
+                    Status::Exited(_) => "exited".to_string(),
+                    other => other.describe(),
+                };
+                [c.state.name, c.state.image, status, last, c.state.created]
             })
         })
         .collect();

@@ -282,7 +282,14 @@ fn store() -> Check {
     };
     let images = store.images().and_then(|l| Image::list(&l)).map_or(0, |l| l.len());
     let containers = Container::list(&store).map_or(0, |l| l.len());
-    let detail = format!("{}: {images} image(s), {containers} container(s)", root.display());
+    let unneeded = unneeded_blob_bytes(&store);
+    let mut detail = format!("{}: {images} image(s), {containers} container(s)", root.display());
+    if unneeded > 0 {
+        detail.push_str(&format!(
+            "; {} of blobs no image or container needs (`cvm image prune` removes them)",
+            crate::units::format_bytes(unneeded)
+        ));
+    }
     let mut leftovers: Vec<String> = store.leftovers().iter().map(|p| p.display().to_string()).collect();
     leftovers.extend(
         crate::image::layout::abandoned_staging(&container::image::images_dir())
@@ -298,6 +305,24 @@ fn store() -> Check {
         format!("{detail}; a killed command left {}: {}", leftovers.len(), leftovers.join(" ")),
     )
     .fix("the next cvm command that writes the store removes them (for example `cvm image build`), or rm -r them")
+}
+
+/// Bytes of the store's blobs that no named image and no container refers to.
+fn unneeded_blob_bytes(store: &Store) -> u64 {
+    let Ok(layout) = store.images() else { return 0 };
+    let Ok(mut needed) = layout.referenced_blobs() else { return 0 };
+    for descriptor in crate::containers::images_in_use(store).unwrap_or_default() {
+        let placeholder = crate::image::reference::Reference::parse("container-image").expect("a valid name");
+        if let Ok(image) = Image::read(&layout, placeholder, descriptor) {
+            needed.extend(image.blobs().into_iter().map(|b| b.digest));
+        }
+    }
+    layout
+        .blob_digests()
+        .into_iter()
+        .filter(|digest| !needed.contains(digest))
+        .map(|digest| std::fs::metadata(layout.blob_path(&digest)).map_or(0, |m| m.len()))
+        .sum()
 }
 
 fn table(diagnosis: &Diagnosis) -> String {

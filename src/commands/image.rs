@@ -22,6 +22,7 @@ pub fn image(args: ImageArgs) -> Result<i32> {
         ImageAction::History(name) => history(&store, name),
         ImageAction::Verify(name) => verify(&store, name),
         ImageAction::Rm(rm) => remove(&store, rm),
+        ImageAction::Prune => prune(&store),
         ImageAction::Push { image, registry } => {
             let (image, done) = transfer::push(&store, &Reference::parse(&image)?, &registry)?;
             println!("{}", image.digest());
@@ -84,10 +85,13 @@ fn build_image(store: &Store, args: BuildArgs) -> Result<i32> {
     };
     let built = build::build(store, &request)?;
     println!("{}", built.image.digest());
+    let layers = built.image.manifest.layers.len();
+    let inherited = layers - built.new_layers - built.shared_layers;
+    let from = if inherited > 0 { format!(", {inherited} from --from") } else { String::new() };
     eprintln!(
-        "cvm: built {}: {} layers ({} new, {} shared with images already in the store), {}",
+        "cvm: built {}: {layers} {} ({} new, {} shared with images already in the store{from}), {}",
         built.image.reference,
-        built.image.manifest.layers.len(),
+        if layers == 1 { "layer" } else { "layers" },
         built.new_layers,
         built.shared_layers,
         format_bytes(built.image.stored_size())
@@ -212,29 +216,44 @@ fn remove(store: &Store, args: ImageRmArgs) -> Result<i32> {
         bail!("the image {reference} is used by a container (`cvm ps -a`); remove the container first, or use --force");
     }
     layout.untag(&reference)?;
-    // Blobs that no name and no container needs any more go too.
-    let mut keep = Vec::new();
-    for descriptor in &in_use {
-        if let Ok(used) = Image::read(&layout, reference.clone(), descriptor.clone()) {
-            keep.extend(used.blobs().into_iter().map(|b| b.digest));
-        }
-    }
-    let freed = layout.collect_garbage(&keep)?;
-    let mut diff_ids = Vec::new();
-    for remaining in Image::list(&layout)? {
-        diff_ids.extend(remaining.config.rootfs.diff_ids.clone());
-    }
-    for descriptor in &in_use {
-        if let Ok(used) = Image::read(&layout, reference.clone(), descriptor.clone()) {
-            diff_ids.extend(used.config.rootfs.diff_ids.clone());
-        }
-    }
-    let unpacked = if store.remove_unused_layers(&diff_ids)? {
+    let (freed, unpacked) = collect_garbage(store)?;
+    let unpacked = if unpacked {
         ""
     } else {
-        "; its unpacked layers stay until no container run uses them (the next `image rm` removes them)"
+        "; its unpacked layers stay until no container run uses them (`cvm image prune` removes them then)"
     };
     println!("{reference}");
     eprintln!("cvm: removed {reference} ({}); {} of blobs freed{unpacked}", image.digest(), format_bytes(freed));
     Ok(0)
+}
+
+fn prune(store: &Store) -> Result<i32> {
+    let _lock = store.lock()?;
+    let (freed, unpacked) = collect_garbage(store)?;
+    eprintln!(
+        "cvm: {} of blobs no image or container needs removed{}",
+        format_bytes(freed),
+        if unpacked { ", and their unpacked layers" } else { "; unpacked layers stay while a container runs" }
+    );
+    Ok(0)
+}
+
+/// Removes the blobs and unpacked layers that no named image and no container needs (with the
+/// store's lock held): the bytes of blobs freed, and whether unpacked layers could go too.
+pub fn collect_garbage(store: &Store) -> Result<(u64, bool)> {
+    let layout = store.images()?;
+    let mut keep = Vec::new();
+    let mut diff_ids = Vec::new();
+    for image in Image::list(&layout)? {
+        diff_ids.extend(image.config.rootfs.diff_ids.clone());
+    }
+    for descriptor in containers::images_in_use(store)? {
+        let placeholder = Reference::parse("container-image").expect("a valid name");
+        if let Ok(used) = Image::read(&layout, placeholder, descriptor) {
+            keep.extend(used.blobs().into_iter().map(|b| b.digest));
+            diff_ids.extend(used.config.rootfs.diff_ids.clone());
+        }
+    }
+    let freed = layout.collect_garbage(&keep)?;
+    Ok((freed, store.remove_unused_layers(&diff_ids)?))
 }

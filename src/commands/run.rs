@@ -63,6 +63,9 @@ pub fn finish_run(
     Ok(record.exit_code)
 }
 
+/// `--timeout` of `cvm run` when none is given.
+pub const RUN_TIMEOUT_SECS: f64 = 30.0;
+
 /// How long cvm's last lines may wait for a stalled reader after the deadline.
 const LAST_LINES_GRACE: Duration = Duration::from_secs(1);
 
@@ -90,7 +93,8 @@ pub fn parse_limits(memory: Option<&str>, cpus: Option<f64>, pids: Option<u64>, 
 
 pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
     let given = &args.limits;
-    let limits = parse_limits(given.memory.as_deref(), given.cpus, given.pids, given.timeout)?;
+    let limits =
+        parse_limits(given.memory.as_deref(), given.cpus, given.pids, given.timeout.unwrap_or(RUN_TIMEOUT_SECS))?;
     let (program, user_args) = match (&args.binary, &args.image) {
         (Some(path), _) => (Program::binary(path)?, args.rest.clone()),
         (None, Some(image)) => {

@@ -163,8 +163,10 @@ fn binary_layer(path: &Path) -> Result<PlannedLayer> {
     let bytes = std::fs::read(path).with_context(|| format!("--binary {}: cannot read it", path.display()))?;
     ElfFile::parse_any(&bytes).with_context(|| format!("--binary {}: not an x86-64 program", path.display()))?;
     let name = file_name(path);
+    let file =
+        std::fs::canonicalize(path).with_context(|| format!("--binary {}: cannot resolve it", path.display()))?;
     Ok(PlannedLayer {
-        entries: vec![LayerEntry::new(&format!("bin/{name}"), EntryKind::File(path.to_path_buf()), 0o755)],
+        entries: vec![LayerEntry::new(&format!("bin/{name}"), EntryKind::File(file), 0o755)],
         created_by: format!("cvm image build --binary {}  # /bin/{name}", path.display()),
     })
 }
@@ -188,7 +190,9 @@ fn add_layer(spec: &str) -> Result<PlannedLayer> {
         use std::os::unix::fs::PermissionsExt;
         let dest = if dest.ends_with('/') { format!("{dest}{}", file_name(source)) } else { dest.to_string() };
         let mode = meta.permissions().mode() & 0o7777;
-        entries.push(LayerEntry::new(&dest, EntryKind::File(source.to_path_buf()), mode));
+        let file = std::fs::canonicalize(source)
+            .with_context(|| format!("--add {spec}: cannot resolve {}", source.display()))?;
+        entries.push(LayerEntry::new(&dest, EntryKind::File(file), mode));
     } else {
         bail!(
             "--add {spec}: {} is a device, socket or FIFO: only files, folders and symlinks go into an image",

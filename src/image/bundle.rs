@@ -28,13 +28,28 @@ pub fn bundle(store: &Store, reference: &Reference, dir: &Path, args: &[String])
         bail!("{} exists and is not empty: give a new folder for the bundle", dir.display());
     }
     let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs).with_context(|| format!("cannot create {}", rootfs.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // Private: the image's set-user-id programs must not be runnable by other users of the
+        // host from the bundle.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir(&rootfs).with_context(|| format!("cannot create {}", rootfs.display()))?;
+    }
     let result = (|| -> Result<()> {
         for (blob, diff_id) in image.manifest.layers.iter().zip(&image.config.rootfs.diff_ids) {
             layer::unpack(&images, blob, diff_id, &rootfs, Whiteouts::Apply)?;
         }
         for mount_point in ["proc", "dev", "sys"] {
             std::fs::create_dir_all(rootfs.join(mount_point))?;
+        }
+        let program = &argv[0];
+        let found = super::tree::Tree { layers: vec![rootfs.clone()] }.resolve(program);
+        if found.is_none_or(|entry| entry.kind != super::tree::Kind::File) {
+            bail!("the image {reference} has no program {program} to run");
         }
         let spec = runtime_spec(&image, &argv);
         std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)

@@ -10,7 +10,6 @@
 //! the plain tar must hash to the diff id the config promised.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -52,6 +51,8 @@ pub enum EntryKind {
     Whiteout,
     /// The directory hides what lower layers put in it (written as `.wh..wh..opq`).
     Opaque,
+    /// A named pipe (kept as one, as Docker keeps it; never opened).
+    Fifo,
 }
 
 impl LayerEntry {
@@ -89,6 +90,9 @@ pub fn write_layer(layout: &Layout, entries: &[LayerEntry]) -> Result<BuiltLayer
     let mut tar = tar::Builder::new(HashingWriter::new(gzip));
     tar.mode(tar::HeaderMode::Complete);
     for entry in all.values() {
+        if let Some(signal) = crate::interrupt::requested() {
+            bail!("interrupted by signal {signal}: nothing was stored");
+        }
         append(&mut tar, entry).with_context(|| format!("adding /{} to the layer", entry.path))?;
     }
     let hashing = tar.into_inner().context("finishing the layer's tar")?;
@@ -110,10 +114,26 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry) -> Result<()>
             tar.append_data(&mut header, format!("{}/", entry.path), std::io::empty())?;
         }
         EntryKind::File(source) => {
-            let file = File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
+            let file = crate::image::layout::open_regular(source)
+                .with_context(|| format!("cannot read {} as a regular file", source.display()))?;
+            let size = file.metadata()?.len();
             header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(file.metadata()?.len());
-            tar.append_data(&mut header, &entry.path, file)?;
+            header.set_size(size);
+            // The header says `size` bytes: exactly that many must follow, or the layer is
+            // corrupt. A file whose content does not match its size (a /proc file, a growing
+            // log) is refused.
+            let mut reader = Interruptible(file.take(size + 1));
+            let mut content = ExactSize { inner: &mut reader, left: size };
+            tar.append_data(&mut header, &entry.path, &mut content)?;
+            let mut extra = [0u8; 1];
+            if reader.read(&mut extra)? != 0 {
+                bail!("{} grew while it was read: its content is not its size", source.display());
+            }
+        }
+        EntryKind::Fifo => {
+            header.set_entry_type(tar::EntryType::Fifo);
+            header.set_size(0);
+            tar.append_data(&mut header, &entry.path, std::io::empty())?;
         }
         EntryKind::Symlink(target) => {
             header.set_entry_type(tar::EntryType::Symlink);
@@ -142,6 +162,39 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// A reader that fails when cvm is asked to stop, so a long copy ends promptly on Ctrl-C.
+pub struct Interruptible<R>(pub R);
+
+impl<R: Read> Read for Interruptible<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(signal) = crate::interrupt::requested() {
+            return Err(std::io::Error::other(format!("interrupted by signal {signal}")));
+        }
+        self.0.read(buffer)
+    }
+}
+
+/// Exactly `left` bytes of `inner`: fewer is an error (the file shrank while it was read).
+struct ExactSize<'a, R> {
+    inner: &'a mut R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactSize<'_, R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buffer.len().min(self.left as usize);
+        let n = self.inner.read(&mut buffer[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::other("the file shrank while it was read: its content is not its size"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// How deletions in a layer are carried out when it is unpacked.
@@ -214,6 +267,10 @@ fn unpack_tar(input: &mut dyn Read, dir: &Path, whiteouts: Whiteouts) -> Result<
             continue;
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            // `.wh.`, `.wh..` and `.wh...` would name the folder itself or its parent.
+            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+                bail!("the layer has a whiteout {name:?}, which names no file");
+            }
             let target = make_parents(&root, &parent.join(hidden))?;
             remove_any(&target)?;
             if whiteouts == Whiteouts::Overlay {
@@ -233,6 +290,18 @@ fn unpack_tar(input: &mut dyn Read, dir: &Path, whiteouts: Whiteouts) -> Result<
                     }
                     Err(_) => std::fs::create_dir(&target)?,
                 }
+                set_owner(&target, &header);
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+            }
+            tar::EntryType::Fifo => {
+                remove_any(&target)?;
+                let c_path = crate::runtime::container::rootfs::cstring(&target)?;
+                // SAFETY: mkfifo with a NUL-terminated path.
+                if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("creating {}", target.display()));
+                }
+                set_owner(&target, &header);
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -247,12 +316,15 @@ fn unpack_tar(input: &mut dyn Read, dir: &Path, whiteouts: Whiteouts) -> Result<
                 if report.bytes > MAX_BYTES {
                     bail!("the layer unpacks to more than {} GiB", MAX_BYTES >> 30);
                 }
+                // Owner first: chown clears set-user-id and set-group-id bits, chmod sets them.
+                set_owner(&target, &header);
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
             }
             tar::EntryType::Symlink => {
                 let link = entry.link_name()?.context("a symlink without a target")?.into_owned();
                 remove_any(&target)?;
                 std::os::unix::fs::symlink(&link, &target)?;
+                set_owner(&target, &header);
             }
             tar::EntryType::Link => {
                 let link = entry.link_name()?.context("a hard link without a target")?.into_owned();
@@ -269,7 +341,7 @@ fn unpack_tar(input: &mut dyn Read, dir: &Path, whiteouts: Whiteouts) -> Result<
                 continue;
             }
         }
-        restore_owner_and_time(&target, &header);
+        set_time(&target, &header);
     }
     Ok(report)
 }
@@ -401,19 +473,25 @@ pub fn is_opaque(dir: &Path) -> bool {
     })
 }
 
-/// Ownership (as root) and modification time from the tar header; failures are harmless.
-fn restore_owner_and_time(path: &Path, header: &tar::Header) {
+/// The owner from the tar header (as root only; a failure is harmless).
+fn set_owner(path: &Path, header: &tar::Header) {
     let Ok(c_path) = crate::runtime::container::rootfs::cstring(path) else { return };
     let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
-    let mtime = header.mtime().unwrap_or(0) as libc::time_t;
-    let times = [libc::timespec { tv_sec: mtime, tv_nsec: 0 }, libc::timespec { tv_sec: mtime, tv_nsec: 0 }];
-    // SAFETY: lchown and utimensat with a NUL-terminated path and a two-element array.
+    // SAFETY: geteuid has no preconditions; lchown takes a NUL-terminated path.
     unsafe {
         if libc::geteuid() == 0 {
             libc::lchown(c_path.as_ptr(), uid as libc::uid_t, gid as libc::gid_t);
         }
-        libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
     }
+}
+
+/// The modification time from the tar header (a failure is harmless).
+fn set_time(path: &Path, header: &tar::Header) {
+    let Ok(c_path) = crate::runtime::container::rootfs::cstring(path) else { return };
+    let mtime = header.mtime().unwrap_or(0) as libc::time_t;
+    let times = [libc::timespec { tv_sec: mtime, tv_nsec: 0 }, libc::timespec { tv_sec: mtime, tv_nsec: 0 }];
+    // SAFETY: utimensat with a NUL-terminated path and a two-element array.
+    unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
 }
 
 #[cfg(test)]

@@ -28,16 +28,15 @@ pub struct Layout {
 impl Layout {
     /// An existing layout; a directory that is not one (or only half of one) is an error.
     pub fn open(root: &Path) -> Result<Layout> {
+        if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+            bail!("{} does not exist or is not a folder", root.display());
+        }
         let marker_path = root.join("oci-layout");
-        let marker = std::fs::read_to_string(&marker_path).map_err(|err| {
-            if root.is_dir() {
-                anyhow::anyhow!("{} is not an OCI image layout (no oci-layout file: {err})", root.display())
-            } else {
-                anyhow::anyhow!("{} does not exist or is not a folder", root.display())
-            }
+        let marker = read_small_file(&marker_path).map_err(|err| {
+            anyhow::anyhow!("{} is not an OCI image layout (no readable oci-layout file: {err:#})", root.display())
         })?;
         let marker: LayoutMarker =
-            serde_json::from_str(&marker).with_context(|| format!("{} is corrupt", marker_path.display()))?;
+            serde_json::from_slice(&marker).with_context(|| format!("{} is corrupt", marker_path.display()))?;
         if marker.image_layout_version != oci::LAYOUT_VERSION {
             bail!(
                 "{} is an OCI image layout of version {}; cvm reads {}",
@@ -51,20 +50,44 @@ impl Layout {
         Ok(layout)
     }
 
-    /// The layout at `root`, created (empty) when it does not exist yet.
+    /// The layout at `root`, created when it does not exist yet (or is an empty folder). A
+    /// folder that holds something else is refused: a push never scatters files among yours.
     pub fn create(root: &Path) -> Result<Layout> {
         if root.join("oci-layout").exists() {
-            return Layout::open(root);
+            let layout = Layout::open(root)?;
+            layout.ensure_blob_folder()?;
+            return Ok(layout);
         }
-        std::fs::create_dir_all(root.join("blobs").join("sha256"))
-            .with_context(|| format!("cannot create the image layout {}", root.display()))?;
+        // Only cvm's own files may be there already (a creation that was interrupted).
+        let foreign =
+            |name: &str| !["blobs", "index.json", ".cvm.lock"].contains(&name) && !name.starts_with(STAGING_PREFIX);
+        let has_foreign = std::fs::read_dir(root)
+            .is_ok_and(|entries| entries.flatten().any(|e| foreign(&e.file_name().to_string_lossy())));
+        if has_foreign {
+            bail!(
+                "{} is a folder with other files in it, not an OCI image layout: give an empty or new folder",
+                root.display()
+            );
+        }
+        std::fs::create_dir_all(root).with_context(|| format!("cannot create the image layout {}", root.display()))?;
         let layout = Layout { root: root.to_path_buf() };
-        if !root.join("index.json").exists() {
-            layout.write_index(&Index::default())?;
-        }
+        layout.ensure_blob_folder()?;
+        layout.write_index(&Index::default())?;
         let marker = LayoutMarker { image_layout_version: oci::LAYOUT_VERSION.into() };
         layout.write_file_atomically(&root.join("oci-layout"), &serde_json::to_vec(&marker)?)?;
         Ok(layout)
+    }
+
+    /// `blobs/sha256` as a real folder (not a symlink to somewhere else), created if missing.
+    fn ensure_blob_folder(&self) -> Result<()> {
+        for dir in [self.root.join("blobs"), self.blobs()] {
+            match std::fs::symlink_metadata(&dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => bail!("{} is not a folder (a symlink?): refused", dir.display()),
+                Err(_) => std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?,
+            }
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -103,10 +126,12 @@ impl Layout {
         Ok(bytes)
     }
 
+    /// A blob for reading: a regular file of the layout, never a symlink or a FIFO (which a
+    /// hostile registry folder could plant to read host files or to hang cvm).
     pub fn open_blob(&self, descriptor: &Descriptor) -> Result<File> {
         let path = self.blob_path(&descriptor.digest);
-        File::open(&path).with_context(|| {
-            format!("the blob {} is missing from {} (a half-written layout?)", descriptor.digest, self.root.display())
+        open_regular(&path).with_context(|| {
+            format!("the blob {} is missing from {} or not a regular file", descriptor.digest, self.root.display())
         })
     }
 
@@ -133,7 +158,11 @@ impl Layout {
     /// A temporary blob file to stream into; [`BlobWriter::commit`] names it by its digest.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let path = self.staging_path("blob");
-        let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         Ok(BlobWriter { writer: Some(HashingWriter::new(file)), path, layout: self.clone() })
     }
 
@@ -151,8 +180,8 @@ impl Layout {
     /// Stores a blob read from `input`, which must match `descriptor` (digest and size).
     pub fn receive_blob(&self, input: &mut dyn Read, descriptor: &Descriptor) -> Result<()> {
         let mut writer = self.blob_writer()?;
-        std::io::copy(&mut input.take(descriptor.size + 1), &mut writer)
-            .with_context(|| format!("copying {}", descriptor.digest))?;
+        let mut input = super::layer::Interruptible(input.take(descriptor.size + 1));
+        std::io::copy(&mut input, &mut writer).with_context(|| format!("copying {}", descriptor.digest))?;
         let (digest, size) = writer.finish_writing();
         if digest != descriptor.digest || size != descriptor.size {
             bail!(
@@ -166,7 +195,8 @@ impl Layout {
 
     pub fn index(&self) -> Result<Index> {
         let path = self.root.join("index.json");
-        let text = std::fs::read(&path).with_context(|| format!("{} has no index.json", self.root.display()))?;
+        let text =
+            read_small_file(&path).with_context(|| format!("{} has no readable index.json", self.root.display()))?;
         let index: Index = serde_json::from_slice(&text).with_context(|| format!("{} is corrupt", path.display()))?;
         if index.schema_version != 2 {
             bail!("{} has schema version {}; cvm reads 2", path.display(), index.schema_version);
@@ -179,10 +209,29 @@ impl Layout {
         self.write_file_atomically(&self.root.join("index.json"), &text)
     }
 
-    /// The manifest descriptor named `reference`, if the index has one.
+    /// The manifest descriptor named `reference`, if the index has one: by `NAME:TAG`, by
+    /// `NAME` alone for the tag latest (skopeo's `oci:DIR:NAME`), or by containerd's full name
+    /// annotation (`docker.io/library/NAME:TAG`, which `docker save` writes).
     pub fn find(&self, reference: &Reference) -> Result<Option<Descriptor>> {
         let name = reference.to_string();
-        Ok(self.index()?.manifests.into_iter().find(|m| m.ref_name() == Some(name.as_str())))
+        let manifests = self.index()?.manifests;
+        let by_name = manifests.iter().find(|m| m.ref_name() == Some(name.as_str()));
+        let untagged = (reference.tag == super::reference::DEFAULT_TAG)
+            .then(|| manifests.iter().find(|m| m.ref_name() == Some(reference.name.as_str())))
+            .flatten();
+        let containerd = manifests.iter().find(|m| {
+            m.annotations
+                .get("io.containerd.image.name")
+                .is_some_and(|full| full == &name || full.ends_with(&format!("/{name}")))
+        });
+        Ok(by_name.or(untagged).or(containerd).cloned())
+    }
+
+    /// The names the index lists (for an error that says what is there).
+    pub fn names(&self) -> Vec<String> {
+        self.index()
+            .map(|i| i.manifests.iter().filter_map(|m| m.ref_name().map(str::to_string)).collect())
+            .unwrap_or_default()
     }
 
     /// Names `manifest` `reference` in the index (replacing an earlier image of that name).
@@ -354,6 +403,35 @@ impl Drop for BlobWriter {
     }
 }
 
+/// Opens a regular file for reading without following a symlink at its name and without
+/// blocking on a FIFO, and checks what it opened.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// A small JSON document of a layout: a regular file, at most [`MAX_DOCUMENT`] bytes.
+fn read_small_file(path: &Path) -> Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        bail!("{} is larger than {} MiB", path.display(), MAX_DOCUMENT >> 20);
+    }
+    Ok(bytes)
+}
+
+/// Removes the staging files of killed commands from the layout (call with its lock held).
+pub fn remove_abandoned(layout: &Layout) {
+    for leftover in abandoned_staging(&layout.blobs()).into_iter().chain(abandoned_staging(&layout.root)) {
+        let _ = std::fs::remove_file(&leftover).or_else(|_| std::fs::remove_dir_all(&leftover));
+    }
+}
+
 /// `<dir>/.staging-<pid>-<what>-<counter>`: the pid lets a later command see that its owner
 /// is gone and remove it.
 pub fn staging_path(dir: &Path, what: &str) -> PathBuf {
@@ -367,7 +445,12 @@ pub fn staging_path(dir: &Path, what: &str) -> PathBuf {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("a file without a folder")?;
     let staging = staging_path(dir, "file");
-    std::fs::write(&staging, bytes).with_context(|| format!("cannot write {}", staging.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&staging)
+        .and_then(|mut file| file.write_all(bytes))
+        .with_context(|| format!("cannot write {}", staging.display()))?;
     std::fs::rename(&staging, path).with_context(|| {
         let _ = std::fs::remove_file(&staging);
         format!("cannot write {}", path.display())
@@ -411,10 +494,13 @@ impl LockFile {
     }
 
     fn flock(path: &Path, operation: libc::c_int) -> Result<Option<LockFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .with_context(|| format!("cannot open the lock {}", path.display()))?;
         // SAFETY: flock on a descriptor we own.

@@ -48,7 +48,21 @@ impl Store {
     }
 
     pub fn at(root: &Path) -> Result<Store> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let store = Store { root: root.to_path_buf() };
+        // Only its owner may enter the store: a container's writable layer can hold a program
+        // that is set-user-id root inside the container, and on the host it must stay out of
+        // every other user's reach (Docker keeps /var/lib/docker at 0710 for the same reason).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .with_context(|| format!("cannot create the store {}", root.display()))?;
+        let mode = std::fs::metadata(root)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make the store {} private", root.display()))?;
+        }
         for dir in [store.layers_dir(), store.containers_dir(), store.init_layer()] {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create the store folder {}", dir.display()))?;
@@ -90,7 +104,14 @@ impl Store {
 
     /// Takes the store's lock and removes what killed commands left behind.
     pub fn lock(&self) -> Result<LockFile> {
-        let lock = LockFile::acquire(&self.root.join("lock"))?;
+        let path = self.root.join("lock");
+        let lock = match LockFile::try_acquire(&path)? {
+            Some(lock) => lock,
+            None => {
+                eprintln!("cvm: waiting for another cvm command to finish with the store {}", self.root.display());
+                LockFile::acquire(&path)?
+            }
+        };
         for leftover in self.leftovers() {
             let _ = layer::remove_any(&leftover);
         }

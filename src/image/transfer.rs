@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::digest::Digest;
+use super::digest::{Digest, HashingReader};
 use super::layout::{self, Layout};
 use super::oci::{self, Descriptor, Index, LayoutMarker};
 use super::reference::Reference;
@@ -48,6 +48,7 @@ pub fn push(store: &Store, reference: &Reference, registry: &Path) -> Result<(Im
     let image = Image::find(&images, reference)?;
     let destination = Layout::create(registry)?;
     let _lock = destination.lock()?;
+    layout::remove_abandoned(&destination);
     let done = copy_image(&images, &destination, &image)?;
     destination.tag(reference, &image.descriptor)?;
     Ok((image, done))
@@ -56,7 +57,17 @@ pub fn push(store: &Store, reference: &Reference, registry: &Path) -> Result<(Im
 /// `cvm image pull DIR NAME`: the image named NAME in the registry folder DIR, into the store.
 pub fn pull(store: &Store, registry: &Path, reference: &Reference) -> Result<(Image, Transferred)> {
     let source = Layout::open(registry).context("cannot pull")?;
-    let image = Image::find(&source, reference)?;
+    let image = match source.find(reference)? {
+        Some(descriptor) => Image::read(&source, reference.clone(), descriptor)?,
+        None => bail!(
+            "the registry {} has no image {reference} (it lists: {})",
+            registry.display(),
+            match source.names() {
+                names if names.is_empty() => "nothing".to_string(),
+                names => names.join(", "),
+            }
+        ),
+    };
     let _lock = store.lock()?;
     let images = store.images()?;
     let done = copy_image(&source, &images, &image)?;
@@ -71,6 +82,12 @@ pub fn save(store: &Store, reference: &Reference, file: &Path) -> Result<Image> 
     let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
         bail!("-o {}: the folder {} does not exist", file.display(), dir.display());
+    }
+    // A save killed earlier left its staging file here: gone now.
+    for leftover in layout::abandoned_staging(dir) {
+        if leftover.file_name().is_some_and(|n| n.to_string_lossy().contains("-save-")) {
+            let _ = std::fs::remove_file(leftover);
+        }
     }
     let staging = layout::staging_path(dir, "save");
     let result = write_archive(&images, &image, &staging)
@@ -94,7 +111,11 @@ fn write_archive(images: &Layout, image: &Image, path: &Path) -> Result<()> {
     append_bytes(&mut tar, "blobs/sha256/", &[])?;
     for blob in image.blobs() {
         let mut header = header_for(blob.size, false);
-        tar.append_data(&mut header, format!("blobs/sha256/{}", blob.digest.hex()), images.open_blob(&blob)?)?;
+        let mut input = HashingReader::new(images.open_blob(&blob)?.take(blob.size));
+        tar.append_data(&mut header, format!("blobs/sha256/{}", blob.digest.hex()), &mut input)?;
+        if input.finish() != (blob.digest.clone(), blob.size) {
+            bail!("the store's blob {} is corrupt (`cvm image verify` shows it): not saved", blob.digest);
+        }
     }
     tar.into_inner()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
@@ -156,22 +177,25 @@ pub fn load(store: &Store, file: &Path) -> Result<Vec<Image>> {
         bail!("{} is not an OCI image archive (no oci-layout; `cvm image save` writes one)", file.display());
     }
     let index = index.with_context(|| format!("{} has no index.json", file.display()))?;
+    // Every image is checked before any is named: a file with one broken image loads nothing.
     let mut loaded = Vec::new();
     for entry in index.manifests {
         let Some(name) = entry.ref_name() else { continue };
         let reference = Reference::parse(name).with_context(|| format!("the archive names an image {name:?}"))?;
         let image = Image::read(&images, reference.clone(), entry.clone())
-            .with_context(|| format!("the archive's image {reference} is incomplete"))?;
+            .with_context(|| format!("the archive's image {reference} is incomplete (a truncated file?)"))?;
         for blob in image.blobs() {
             if !images.has_blob(&blob) {
-                bail!("the archive's image {reference} lacks the blob {}", blob.digest);
+                bail!("the archive's image {reference} lacks the blob {} (a truncated file?)", blob.digest);
             }
         }
-        images.tag(&reference, &image.descriptor)?;
         loaded.push(image);
     }
     if loaded.is_empty() {
         bail!("{} holds no named image", file.display());
+    }
+    for image in &loaded {
+        images.tag(&image.reference, &image.descriptor)?;
     }
     Ok(loaded)
 }

@@ -70,24 +70,47 @@ impl Tree {
         self.lookup(&current)
     }
 
-    /// The entry at `relative` (no symlink followed), from the topmost layer that decides it.
+    /// The entry at `relative` (no symlink followed), as overlayfs would show it: component
+    /// by component, only through layers where every parent is a real directory of that layer
+    /// (a symlink in a layer is never followed on the host, where it could lead anywhere), and
+    /// a directory merges with the ones below it unless it is opaque or something that is not
+    /// a directory hides them.
     pub fn lookup(&self, relative: &Path) -> Option<Entry> {
-        for layer in &self.layers {
-            let host = layer.join(relative);
-            match std::fs::symlink_metadata(&host) {
-                Ok(meta) if is_whiteout(&meta) => return None,
-                Ok(meta) => return Some(entry(host, &meta)),
-                Err(_) => {
-                    // An opaque parent in this layer hides the lower layers' version.
-                    let hidden = relative
-                        .ancestors()
-                        .skip(1)
-                        .any(|parent| !parent.as_os_str().is_empty() && is_opaque(&layer.join(parent)));
-                    if hidden {
-                        return None;
-                    }
+        // The layers whose version of the current directory takes part in the merge, top first.
+        let mut layers: Vec<&PathBuf> = self.layers.iter().collect();
+        let mut path = PathBuf::new();
+        let parts: Vec<_> = relative.components().collect();
+        for (index, part) in parts.iter().enumerate() {
+            path.push(part);
+            let last = index + 1 == parts.len();
+            let mut next = Vec::new();
+            for layer in layers {
+                let host = layer.join(&path);
+                let Ok(meta) = std::fs::symlink_metadata(&host) else { continue };
+                if is_whiteout(&meta) {
+                    break;
+                }
+                if last && next.is_empty() {
+                    return Some(entry(host, &meta));
+                }
+                if !meta.is_dir() {
+                    // Hides every layer below; a directory above it is still merged.
+                    break;
+                }
+                next.push(layer);
+                if is_opaque(&host) {
+                    break;
                 }
             }
+            if next.is_empty() {
+                return None;
+            }
+            if last {
+                let top = next[0].join(&path);
+                let meta = std::fs::symlink_metadata(&top).ok()?;
+                return Some(entry(top, &meta));
+            }
+            layers = next;
         }
         None
     }
@@ -195,6 +218,18 @@ mod tests {
         let merged = tree.merged();
         let paths: Vec<String> = merged.keys().map(|p| p.display().to_string()).collect();
         assert_eq!(paths, ["bin", "bin/app", "etc", "etc/conf", "lib", "usr", "usr/lib", "usr/lib/ld.so"]);
+    }
+
+    #[test]
+    fn a_symlink_in_a_lower_layer_is_never_followed_on_the_host() {
+        // The lower layer's /bin is a symlink to the host's /usr/bin; the upper layer's /bin is
+        // a folder. overlayfs shows the upper folder only: /bin/ls is not in the image.
+        let lower = layer(&[("bin", "->/usr/bin")]);
+        let upper = layer(&[("bin/busybox", "bb")]);
+        let tree = Tree { layers: vec![upper.path().into(), lower.path().into()] };
+        assert!(tree.resolve("/bin/busybox").is_some());
+        assert!(tree.lookup(Path::new("bin/ls")).is_none());
+        assert!(tree.resolve("/bin/ls").is_none());
     }
 
     #[test]
