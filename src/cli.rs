@@ -32,7 +32,7 @@ pub enum Command {
     Report(ReportArgs),
     /// Check what this machine can do (KVM, namespaces, cgroups, overlayfs) and how to fix it.
     Doctor(DoctorArgs),
-    /// Classroom labs: list them, show one, check your observation.
+    /// Classroom labs: list, show, start a workspace, check (grade) your answers.
     Lab(LabArgs),
     /// OCI images: build, list, inspect, push to and pull from a registry folder, save, load.
     Image(ImageArgs),
@@ -317,10 +317,33 @@ pub struct LabArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum LabAction {
-    /// List the labs.
+    /// List the labs: time, what each needs, lecture topics.
     List,
-    /// Show a lab's instructions.
+    /// Show a lab's sheet.
     Show { number: u32 },
-    /// Check the lab's observation on this machine.
-    Check { number: u32 },
+    /// Make a workspace for a lab: its sheet, answers.toml and an evidence folder.
+    Start {
+        number: u32,
+        /// The workspace (default ./cvm-lab-N).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Grade the answers and evidence of a workspace against what this machine measures.
+    Check {
+        number: u32,
+        /// The workspace (default ./cvm-lab-N).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Grade every workspace in this class folder (one subfolder per student) and sum up.
+        #[arg(long, conflicts_with = "dir", value_name = "FOLDER")]
+        class: Option<PathBuf>,
+    },
+    /// For teachers: fill a workspace as a student who got everything right would (answers and
+    /// task evidence), so that `check` passes.
+    Key {
+        number: u32,
+        /// The workspace (default ./cvm-lab-N).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
