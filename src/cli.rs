@@ -28,6 +28,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Benchmark a runtime x workload matrix with warm-up and repetitions; export the results.
     Bench(BenchArgs),
+    /// How many containers and micro-VMs fit on this machine: start N of each at once, measure
+    /// memory per instance, start latency and idle CPU from outside, write a report folder.
+    Density(DensityArgs),
     /// Render a report folder from one or more results files.
     Report(ReportArgs),
     /// Check what this machine can do (KVM, namespaces, cgroups, overlayfs) and how to fix it.
@@ -258,6 +261,31 @@ pub struct CompareArgs {
     /// vm: the guest kernel, `builtin` or the path of a Linux kernel image.
     #[arg(long, default_value = "builtin")]
     pub kernel: String,
+    /// Skip the short density look (8 idle containers and 8 idle micro-VMs at once).
+    #[arg(long)]
+    pub no_density: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DensityArgs {
+    /// Comma-separated runtimes (default: all three).
+    #[arg(long, value_delimiter = ',')]
+    pub runtimes: Option<Vec<RuntimeKind>>,
+    /// Comma-separated numbers of instances started at once.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub instances: Vec<u64>,
+    /// What every instance runs: `idle`, the workload that says it is ready and waits.
+    #[arg(long, default_value = "idle")]
+    pub workload: String,
+    /// How many times every step is measured (the spread comes from these).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u64,
+    /// Print the results as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Report folder (default: reports/density-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod containers;
+pub mod density;
 pub mod elf;
 pub mod embedded;
 pub mod explain;

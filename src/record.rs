@@ -109,16 +109,58 @@ pub struct Phases {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Memory {
-    /// Peak RSS of the workload (process/container) or of the VMM process (vm).
+    /// The program's own memory. process, container: its peak RSS. vm: the guest RAM touched at
+    /// or above USER_BASE, where the guest kernel keeps the program (its image, break, mmaps
+    /// and stack): what the program made resident, counted in host pages.
+    pub program_peak_rss_bytes: Option<u64>,
+    /// cvm's own private memory at the end of the run (anonymous pages: its USS), guest RAM
+    /// excluded: the launcher (process), the container's supervisor (container) or the VMM
+    /// (vm). A second instance pays this again.
+    pub runtime_private_bytes: Option<u64>,
+    /// The private memory this run added to cvm (`runtime_private_bytes` minus what cvm held
+    /// before the run's set-up): the VMM's or the supervisor's own structures and buffers. Unlike
+    /// `runtime_private_bytes` it means the same inside `cvm bench`, where one cvm process
+    /// runs every run and also holds the harness.
+    pub runtime_added_bytes: Option<u64>,
+    /// cvm's own file-backed resident pages (its binary, libraries) at the end of the run.
+    /// Shared with the page cache and with every other cvm instance: a second one costs none.
+    pub runtime_shared_bytes: Option<u64>,
+    /// vm: guest RAM touched below USER_BASE (the guest kernel's image, stack, page tables and
+    /// boot data).
+    pub guest_kernel_bytes: Option<u64>,
+    /// Kept for the JSON contract, but it mixes two measures: the program's peak RSS
+    /// (process, container) or the whole VMM process's peak RSS (vm). Tables use the fields
+    /// above instead.
     pub peak_rss_bytes: Option<u64>,
     /// vm: configured guest RAM.
     pub guest_ram_bytes: Option<u64>,
-    /// vm: guest pages actually populated.
+    /// vm: guest pages actually populated (`guest_kernel_bytes` + the program's part).
     pub guest_touched_bytes: Option<u64>,
-    /// vm: VMM RSS excluding guest RAM; container: cgroup peak minus workload RSS.
+    /// Kept for the JSON contract. vm: VMM RSS excluding guest RAM (file-backed pages
+    /// included); container: cgroup peak minus the program's RSS.
     pub runtime_overhead_bytes: Option<u64>,
     /// container: peak memory charged to the run's cgroup.
     pub cgroup_peak_bytes: Option<u64>,
+}
+
+impl Memory {
+    /// Fills the runtime's figures from cvm's own resident memory before the run's set-up and at
+    /// its end. Guest RAM inside it (vm) is the guest's, not the runtime's: `guest_anonymous`
+    /// of its pages are private, `guest_file` are the shared program file's.
+    pub fn set_runtime_own(&mut self, own: OwnMemory, guest_anonymous: u64, guest_file: u64) {
+        let private = own.after.map(|after| after.private().saturating_sub(guest_anonymous));
+        self.runtime_private_bytes = private;
+        self.runtime_added_bytes =
+            private.zip(own.before).map(|(after, before)| after.saturating_sub(before.private()));
+        self.runtime_shared_bytes = own.after.map(|after| after.file_backed.saturating_sub(guest_file));
+    }
+}
+
+/// cvm's own resident memory just before a run's set-up and at its end.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OwnMemory {
+    pub before: Option<crate::own_usage::Resident>,
+    pub after: Option<crate::own_usage::Resident>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]

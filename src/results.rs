@@ -132,6 +132,9 @@ pub struct ResultsFile {
     pub kind: String,
     pub environment: Environment,
     pub cells: Vec<CellResult>,
+    /// `cvm compare`'s short density look (many instances at once), when it took one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub density: Option<crate::density::DensityResults>,
 }
 
 pub const RESULTS_KIND: &str = "cvm-results";
@@ -140,7 +143,7 @@ pub const RESULTS_SET_KIND: &str = "cvm-results-set";
 impl ResultsFile {
     pub fn new(environment: Environment, mut cells: Vec<CellResult>) -> ResultsFile {
         cells.iter_mut().for_each(CellResult::refresh_summary);
-        ResultsFile { schema: RESULTS_SCHEMA, kind: RESULTS_KIND.into(), environment, cells }
+        ResultsFile { schema: RESULTS_SCHEMA, kind: RESULTS_KIND.into(), environment, cells, density: None }
     }
 }
 

@@ -97,6 +97,7 @@ fn mutated_programs_never_panic_or_wrap_in_the_reader_and_loader_with_kvm() {
             continue;
         }
         let request = VmRequest {
+            program_file: None,
             kernel: cvm::embedded::GUEST_KERNEL_ELF,
             program: &elf,
             ram_bytes: RAM,

@@ -22,6 +22,10 @@ fn record(runtime: RuntimeKind, workload: &str, total_ns: u64) -> RunRecord {
     r.phases_ns.teardown = total_ns;
     r.phases_ns.total = total_ns;
     r.memory.peak_rss_bytes = Some(1 << 20);
+    r.memory.program_peak_rss_bytes = Some(1 << 20);
+    r.memory.runtime_private_bytes = Some(400 << 10);
+    r.memory.runtime_added_bytes = Some(60 << 10);
+    r.memory.runtime_shared_bytes = Some(5 << 20);
     r.cpu.user_ns = total_ns / 10;
     r.cpu.system_ns = total_ns / 5;
     match workload {
@@ -35,6 +39,7 @@ fn record(runtime: RuntimeKind, workload: &str, total_ns: u64) -> RunRecord {
     }
     if runtime == RuntimeKind::Vm {
         r.memory.guest_touched_bytes = Some(3 << 20);
+        r.memory.guest_kernel_bytes = Some(70 << 10);
         r.memory.runtime_overhead_bytes = Some(2 << 20);
     }
     r

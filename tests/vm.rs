@@ -58,6 +58,14 @@ fn vm_hello_returns_a_complete_record_with_kvm() {
     assert!(touched > 0 && touched < ram / 4, "touched {touched} of {ram}");
     assert!(memory["runtime_overhead_bytes"].as_u64().unwrap() > 0);
     assert!(memory["peak_rss_bytes"].as_u64().unwrap() >= touched);
+    // The split: the guest's pages are the program's or the guest kernel's, never the VMM's.
+    let program = memory["program_peak_rss_bytes"].as_u64().unwrap();
+    let kernel = memory["guest_kernel_bytes"].as_u64().unwrap();
+    assert_eq!(program + kernel, touched, "{memory}");
+    assert!(kernel > 0 && program > kernel, "{memory}");
+    let private = memory["runtime_private_bytes"].as_u64().unwrap();
+    assert!(private > 0 && private < 4 << 20, "the VMM's own private memory: {memory}");
+    assert!(memory["runtime_shared_bytes"].as_u64().unwrap() > 0, "{memory}");
     let exits = &record["guest"]["exits"];
     assert!(exits["io"].as_u64().unwrap() >= 3, "boot timer, console and exit port at least: {exits}");
     assert!(record["guest"]["syscalls"]["write"].as_u64().unwrap_or(0) >= 1, "{record}");
@@ -329,6 +337,7 @@ struct Ended {
 fn run_kernel(image: &[u8], timeout: Duration) -> Ended {
     let kernel = kernel_elf(image);
     let request = VmRequest {
+        program_file: None,
         kernel: &kernel,
         program: cvm::embedded::WORKLOAD_ELF,
         ram_bytes: 16 << 20,
@@ -482,4 +491,20 @@ fn vm_runs_100_times_in_one_process_without_leaks_with_kvm() {
     assert_eq!(threads(), tasks, "threads leaked");
     let growth = resident_bytes().saturating_sub(rss);
     assert!(growth < 8 << 20, "resident memory grew by {} KiB over 100 VMs", growth >> 10);
+}
+
+/// An idle VM sleeps in the VMM (port SLEEP): the elapsed time is right and the host's CPU
+/// is not spent spinning (the guest kernel's old sleep burnt a whole core).
+#[test]
+fn an_idle_vm_sleeps_on_time_without_spinning_with_kvm() {
+    let _one_at_a_time = one_at_a_time();
+    if !require_kvm() {
+        return;
+    }
+    let record = run_json_in("vm", &["idle", "1"]);
+    assert_eq!(record["outcome"], "exited", "{record}");
+    let late_ms = record["result"]["late_ms"].as_f64().unwrap();
+    assert!((0.0..50.0).contains(&late_ms), "woke {late_ms} ms late: {record}");
+    let cpu_ns = record["cpu"]["user_ns"].as_u64().unwrap() + record["cpu"]["system_ns"].as_u64().unwrap();
+    assert!(cpu_ns < 300_000_000, "a 1 s sleep took {cpu_ns} ns of CPU: {record}");
 }

@@ -11,10 +11,16 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(total_runs: u64) -> Progress {
+        Progress::counting(total_runs, "runs")
+    }
+
+    /// A bar counting `total` of `unit` ("runs", "steps").
+    pub fn counting(total: u64, unit: &str) -> Progress {
         let target =
             if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        let bar = ProgressBar::with_draw_target(Some(total_runs), target);
-        if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} runs · {elapsed} · {msg}") {
+        let bar = ProgressBar::with_draw_target(Some(total), target);
+        let template = format!("{{spinner}} [{{bar:30}}] {{pos}}/{{len}} {unit} · {{elapsed}} · {{msg}}");
+        if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style.progress_chars("=> "));
         }
         Progress { bar }

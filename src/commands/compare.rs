@@ -57,21 +57,38 @@ pub fn compare(args: CompareArgs) -> Result<i32> {
     let mut plan = BenchPlan::from_cells(cells);
     plan.kernel = KernelChoice::from_arg(&args.kernel);
 
-    let (results, interrupted) = measure(&plan);
+    let (mut results, mut interrupted) = measure(&plan);
+    if interrupted.is_none() && !args.no_density {
+        results.density = density_look(&runtimes);
+        interrupted = crate::interrupt::requested();
+    }
     let files = std::slice::from_ref(&results);
     output::emit(&compare_summary::render(&ReportModel::from_results(files)));
+    if let Some(density) = &results.density {
+        output::emit(&compare_summary::density(density));
+    }
 
     let dir = args.out.clone().unwrap_or_else(|| default_folder("compare", results.environment.unix_time_s));
     let written = report::write_report(&dir, files)?;
-    output::emit(&format!(
-        "Report: {}\n        {} · {} · {} charts in {}\n",
-        written.html.display(),
-        written.markdown.display(),
-        written.results.display(),
-        written.charts.len() / 2,
-        dir.join("charts").display()
-    ));
+    output::emit(&written.describe());
     Ok(exit_status(&results, interrupted))
+}
+
+/// The short density look: 8 idle containers and 8 idle micro-VMs at once (the runtimes of
+/// this comparison that are among them), a few seconds.
+fn density_look(runtimes: &[crate::record::RuntimeKind]) -> Option<crate::density::DensityResults> {
+    use crate::record::RuntimeKind;
+    let chosen: Vec<RuntimeKind> =
+        runtimes.iter().copied().filter(|r| matches!(r, RuntimeKind::Container | RuntimeKind::Vm)).collect();
+    if chosen.is_empty() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let plan = crate::density::DensityPlan::short(chosen);
+    let progress = crate::bench::Progress::counting(plan.steps() as u64, "density steps");
+    let results = crate::density::measure(&plan, &exe, &progress);
+    progress.finish();
+    Some(results)
 }
 
 pub fn default_folder(kind: &str, unix_s: u64) -> PathBuf {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod compare;
 pub mod container;
+pub mod density;
 pub mod doctor;
 pub mod image;
 pub mod lab;
@@ -18,6 +19,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Run(args) => run::run(args),
         Command::Compare(args) => compare::compare(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Density(args) => density::density(args),
         Command::Report(args) => report::report(args),
         Command::Doctor(args) => doctor::doctor(args),
         Command::Lab(args) => lab::lab(args),

@@ -145,22 +145,17 @@ fn summary(record: &RunRecord, out: &mut String) {
         ms(p.total)
     );
     let m = &record.memory;
-    let mut memory = Vec::new();
-    if let Some(v) = m.peak_rss_bytes {
-        memory.push(format!("peak RSS {}", format_bytes(v)));
-    }
-    if let Some(v) = m.cgroup_peak_bytes {
-        memory.push(format!("cgroup peak {}", format_bytes(v)));
-    }
-    if let Some(v) = m.guest_ram_bytes {
-        memory.push(format!("guest RAM {}", format_bytes(v)));
-    }
-    if let Some(v) = m.guest_touched_bytes {
-        memory.push(format!("guest touched {}", format_bytes(v)));
-    }
-    if let Some(v) = m.runtime_overhead_bytes {
-        memory.push(format!("runtime overhead {}", format_bytes(v)));
-    }
+    let figures = [
+        ("program", m.program_peak_rss_bytes),
+        ("runtime private (USS)", m.runtime_private_bytes),
+        ("of which this run added", m.runtime_added_bytes),
+        ("runtime shared pages", m.runtime_shared_bytes),
+        ("guest kernel", m.guest_kernel_bytes),
+        ("guest RAM", m.guest_ram_bytes),
+        ("cgroup peak", m.cgroup_peak_bytes),
+    ];
+    let memory: Vec<String> =
+        figures.iter().filter_map(|(name, value)| value.map(|v| format!("{name} {}", format_bytes(v)))).collect();
     let _ = writeln!(out, "  memory    {}", memory.join(" · "));
     let _ = writeln!(out, "  cpu       user {} · system {}", ms(record.cpu.user_ns), ms(record.cpu.system_ns));
     for note in &record.notes {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::record::RunRecord;
 use crate::results::ResultsFile;
 
-pub const COLUMNS: [&str; 23] = [
+pub const COLUMNS: [&str; 28] = [
     "machine",
     "runtime",
     "kernel",
@@ -25,6 +25,11 @@ pub const COLUMNS: [&str; 23] = [
     "total_ns",
     "user_ns",
     "system_ns",
+    "program_peak_rss_bytes",
+    "runtime_private_bytes",
+    "runtime_added_bytes",
+    "runtime_shared_bytes",
+    "guest_kernel_bytes",
     "peak_rss_bytes",
     "runtime_overhead_bytes",
     "guest_ram_bytes",
@@ -77,6 +82,11 @@ fn row(machine: &str, index: usize, r: &RunRecord) -> Vec<String> {
         p.total.to_string(),
         r.cpu.user_ns.to_string(),
         r.cpu.system_ns.to_string(),
+        opt(r.memory.program_peak_rss_bytes),
+        opt(r.memory.runtime_private_bytes),
+        opt(r.memory.runtime_added_bytes),
+        opt(r.memory.runtime_shared_bytes),
+        opt(r.memory.guest_kernel_bytes),
         opt(r.memory.peak_rss_bytes),
         opt(r.memory.runtime_overhead_bytes),
         opt(r.memory.guest_ram_bytes),

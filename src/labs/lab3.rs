@@ -54,7 +54,7 @@ fn process_mem16_peak(context: &mut Context) -> Result<Band> {
     context.once("lab3-process-mem16", |context| {
         let band = five_runs(
             Setup::new(RuntimeKind::Process, "mem", &["16"]),
-            |r| r.memory.peak_rss_bytes.map(|b| b as f64 / MIB),
+            |r| r.memory.program_peak_rss_bytes.map(|b| b as f64 / MIB),
             0.1,
         )?;
         context.note(format!("mem 16 as a process: peak RSS {:.2} MiB", band.measured));
@@ -109,7 +109,7 @@ fn questions() -> Vec<Question> {
             id: "process_mem16_mib",
             text: "Run `cvm run --runtime process mem 16`. What is the program's peak RSS, in MiB?",
             needs: &[],
-            hint: "the `memory` line of the summary: peak RSS",
+            hint: "the `memory` line of the summary: program",
             answer: Answer::Number { unit: "MiB", measure: process_mem16_peak },
         },
         Question {
@@ -136,8 +136,9 @@ fn questions() -> Vec<Question> {
         },
         Question {
             id: "shared_vmm_pages",
-            text: "The VM's record says most of the VMM's resident memory is file-backed (cvm's own code). What happens \
-                   to those pages when a second VM runs at the same time?",
+            text: "The VM's record splits the VMM's own memory into private pages (`runtime_private_bytes`) and \
+                   file-backed pages (`runtime_shared_bytes`, cvm's own code). What happens to the file-backed pages \
+                   when a second VM runs at the same time?",
             needs: &[],
             hint: "what does the kernel do with two processes mapping the same file?",
             answer: Answer::Choice {

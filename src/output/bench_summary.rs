@@ -61,10 +61,16 @@ fn cell_block(out: &mut String, number: usize, cell: &CellView) {
             .filter_map(|&m| cell.metric(m).map(|v| format!("{} {}", m.label(), fmt(m, v.median))))
             .collect();
         let _ = writeln!(out, "  Phases (median):     {}", phases.join(" · "));
-        let memory: Vec<String> = [Metric::PeakRss, Metric::RuntimeOverhead, Metric::GuestTouched, Metric::CgroupPeak]
-            .iter()
-            .filter_map(|&m| cell.metric(m).map(|v| format!("{} {}", m.label(), fmt(m, v.median))))
-            .collect();
+        let memory: Vec<String> = [
+            Metric::ProgramMemory,
+            Metric::RuntimePrivate,
+            Metric::RuntimeShared,
+            Metric::GuestKernel,
+            Metric::CgroupPeak,
+        ]
+        .iter()
+        .filter_map(|&m| cell.metric(m).map(|v| format!("{} {}", m.label(), fmt(m, v.median))))
+        .collect();
         if !memory.is_empty() {
             let _ = writeln!(out, "  Memory (median):     {}", memory.join(" · "));
         }

@@ -63,3 +63,13 @@ pub fn render(model: &ReportModel) -> String {
     }
     out
 }
+
+/// The density look's first finding (memory per instance and per GiB against the lecture).
+pub fn density(density: &crate::density::DensityResults) -> String {
+    let mut out = String::from("Density — idle instances at once (the report has the tables and charts):\n");
+    for finding in crate::report::density::findings(density).iter().take(3) {
+        let _ = writeln!(out, "  • {}", text_table::plain(finding));
+    }
+    out.push('\n');
+    out
+}

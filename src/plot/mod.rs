@@ -1,6 +1,7 @@
 //! Charts with plotters, drawn from plain numbers (no run records here): horizontal stacked
 //! bars (start-up phases, memory, CPU time), box plots with every sample shown (start-up
-//! distributions), and ratio bars with error bars (throughput relative to the bare process).
+//! distributions), ratio bars with error bars (throughput relative to the bare process), and
+//! lines over an instance count (density).
 //!
 //! Text uses the DejaVu Sans font embedded in the binary (assets/fonts), registered with
 //! plotters' `ab_glyph` backend, so no fontconfig or freetype is needed on the host.
@@ -9,6 +10,7 @@ pub mod axis;
 pub mod box_plot;
 pub mod frame;
 pub mod legend;
+pub mod lines;
 pub mod ratio_bars;
 pub mod stacked_bars;
 pub mod style;
@@ -22,6 +24,7 @@ use plotters::prelude::*;
 
 pub use axis::Quantity;
 pub use box_plot::{BoxGroup, BoxPlotChart};
+pub use lines::{LineChart, LinePoint, LineSeries};
 pub use ratio_bars::{RatioBar, RatioBarChart};
 pub use stacked_bars::{StackedBarChart, StackedCategory};
 
@@ -49,6 +52,7 @@ pub enum Chart {
     Stacked(StackedBarChart),
     Boxes(BoxPlotChart),
     Ratios(RatioBarChart),
+    Lines(LineChart),
 }
 
 impl Chart {
@@ -58,6 +62,7 @@ impl Chart {
             Chart::Stacked(c) => c.categories.len(),
             Chart::Boxes(c) => c.groups.len(),
             Chart::Ratios(c) => c.bars.len(),
+            Chart::Lines(_) => return (CHART_WIDTH, 600),
         };
         (CHART_WIDTH, chart_height(rows))
     }
@@ -67,6 +72,7 @@ impl Chart {
             Chart::Stacked(c) => &c.title,
             Chart::Boxes(c) => &c.title,
             Chart::Ratios(c) => &c.title,
+            Chart::Lines(c) => &c.title,
         }
     }
 
@@ -76,6 +82,7 @@ impl Chart {
             Chart::Stacked(c) => stacked_bars::draw(c, root),
             Chart::Boxes(c) => box_plot::draw(c, root),
             Chart::Ratios(c) => ratio_bars::draw(c, root),
+            Chart::Lines(c) => lines::draw(c, root),
         }?;
         root.present().plot()
     }

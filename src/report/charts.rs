@@ -35,7 +35,7 @@ pub fn build_all(model: &ReportModel) -> Vec<NamedChart> {
     charts
 }
 
-fn color_of(runtime: RuntimeKind) -> usize {
+pub(crate) fn color_of(runtime: RuntimeKind) -> usize {
     match runtime {
         RuntimeKind::Process => 0,
         RuntimeKind::Container => 1,
@@ -131,20 +131,10 @@ fn memory(model: &ReportModel) -> Option<Chart> {
     for (group, workload) in model.workloads.iter().enumerate() {
         for (_, machine, cell) in cells_of(model, workload) {
             let median = |metric: Metric| cell.metric(metric).map_or(0.0, |s| s.median);
-            let (rss, overhead, touched) =
-                (median(Metric::PeakRss), median(Metric::RuntimeOverhead), median(Metric::GuestTouched));
-            // A VMM's RSS already contains the guest pages it populated, so the VM's bar is its
-            // overhead plus the guest memory, not its RSS on top of them.
-            let values = match cell.runtime {
-                RuntimeKind::Vm if overhead > 0.0 || touched > 0.0 => vec![0.0, overhead, touched],
-                _ => vec![rss, overhead, touched],
-            };
-            // No figure is not zero: the process runtime records none when the program stayed
-            // below cvm's own high-water mark (the run records say so in their notes).
-            let annotation = values
-                .iter()
-                .all(|v| *v <= 0.0)
-                .then(|| "not measured: the program stayed below cvm's own RSS".to_string());
+            let values = vec![median(Metric::ProgramMemory), median(Metric::RuntimeAdded), median(Metric::GuestKernel)];
+            // No figure is not zero: without taskstats (not root) the process runtime records
+            // none when the program stayed below cvm's own high-water mark (the notes say so).
+            let annotation = (values[0] <= 0.0).then(|| "program's memory not measured".to_string());
             categories.push(StackedCategory {
                 label: format!("{workload} · {}", model.series_label(machine, cell.runtime)),
                 values,
@@ -157,16 +147,13 @@ fn memory(model: &ReportModel) -> Option<Chart> {
         return None;
     }
     Some(Chart::Stacked(StackedBarChart {
-        title: "Memory: the program, the runtime around it, the guest".into(),
-        subtitle: "medians; process/container: program peak RSS; container: + cgroup overhead; vm: VMM overhead + guest pages touched"
-            .into(),
+        title: "Memory of one run: the program, the runtime around it, the guest kernel".into(),
+        subtitle:
+            "medians · program: peak RSS (vm: guest pages it touched) · runtime: private memory the run added to cvm"
+                .into(),
         value_label: "memory".into(),
         quantity: Quantity::Bytes,
-        segments: vec![
-            "program (peak RSS)".into(),
-            "runtime overhead (cgroup or VMM)".into(),
-            "guest memory touched (vm)".into(),
-        ],
+        segments: vec!["program's memory".into(), "runtime private (USS)".into(), "guest kernel (vm)".into()],
         categories,
     }))
 }

@@ -3,6 +3,7 @@
 //! results files, so `cvm compare` and `cvm report` produce the same thing.
 
 pub mod charts;
+pub mod density;
 pub mod document;
 pub mod model;
 pub mod reading;
@@ -25,34 +26,123 @@ pub struct ReportFiles {
     pub charts: Vec<PathBuf>,
 }
 
+impl ReportFiles {
+    /// Where everything went, in two lines for the terminal.
+    pub fn describe(&self) -> String {
+        format!(
+            "Report: {}\n        {} · {} · {} charts in {}\n",
+            self.html.display(),
+            self.markdown.display(),
+            self.results.display(),
+            self.charts.len() / 2,
+            self.dir.join("charts").display()
+        )
+    }
+}
+
 pub fn write_report(dir: &Path, files: &[ResultsFile]) -> Result<ReportFiles> {
     let chart_dir = dir.join("charts");
     std::fs::create_dir_all(&chart_dir).with_context(|| format!("cannot create report folder {}", dir.display()))?;
     let model = ReportModel::from_results(files);
 
-    let mut rendered = Vec::new();
     let mut chart_files = Vec::new();
-    for named in charts::build_all(&model) {
-        let svg = named.chart.to_svg()?;
-        let svg_path = chart_dir.join(format!("{}.svg", named.stem));
-        let png_path = chart_dir.join(format!("{}.png", named.stem));
-        std::fs::write(&svg_path, &svg).with_context(|| format!("cannot write {}", svg_path.display()))?;
-        named.chart.write_png(&png_path)?;
-        chart_files.extend([svg_path, png_path]);
-        rendered.push(Block::Chart { stem: named.stem.to_string(), title: named.chart.title().to_string(), svg });
+    let named: Vec<(String, crate::plot::Chart)> =
+        charts::build_all(&model).into_iter().map(|named| (named.stem.to_string(), named.chart)).collect();
+    let rendered = render_charts(&chart_dir, named, &mut chart_files)?;
+    // The density look `cvm compare` took, machine by machine.
+    let mut density_blocks = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        let Some(density) = &file.density else { continue };
+        let suffix = if files.len() > 1 { format!("-{}", index + 1) } else { String::new() };
+        let named =
+            density::charts(density).into_iter().map(|(stem, chart)| (format!("{stem}{suffix}"), chart)).collect();
+        let charts = render_charts(&chart_dir, named, &mut chart_files)?;
+        if files.len() > 1 {
+            density_blocks.push(Block::Heading(3, format!("On {}", file.environment.machine_label())));
+        }
+        density_blocks.extend(density::blocks(density, charts, 4));
     }
 
-    let blocks = document_blocks(&model, rendered);
-    let markdown = dir.join("report.md");
-    let html = dir.join("report.html");
-    std::fs::write(&markdown, document::to_markdown(&blocks))
-        .with_context(|| format!("cannot write {}", markdown.display()))?;
-    std::fs::write(&html, document::to_html(TITLE, &blocks))
-        .with_context(|| format!("cannot write {}", html.display()))?;
+    let mut blocks = document_blocks(&model, rendered);
+    if !density_blocks.is_empty() {
+        // Before the environment and method sections at the end.
+        let at =
+            blocks.iter().position(|b| matches!(b, Block::Heading(2, t) if t == "Environment")).unwrap_or(blocks.len());
+        let mut section = vec![
+            Block::Heading(2, "Density: many instances at once".into()),
+            Block::Paragraph(
+                "A short look (a few instances, a few seconds); `cvm density` measures more counts with repetitions."
+                    .into(),
+            ),
+        ];
+        section.extend(density_blocks);
+        blocks.splice(at..at, section);
+    }
+    let (markdown, html) = write_documents(dir, TITLE, &blocks)?;
     let results_path = dir.join("results.json");
     results::save(&results_path, files)?;
     crate::export::csv::write(&dir.join("results.csv"), files)?;
     Ok(ReportFiles { dir: dir.to_path_buf(), html, markdown, results: results_path, charts: chart_files })
+}
+
+/// The folder `cvm density` writes: `density.json`, `report.md`, `report.html` and the two charts.
+pub fn write_density_report(dir: &Path, file: &crate::density::DensityFile) -> Result<ReportFiles> {
+    let chart_dir = dir.join("charts");
+    std::fs::create_dir_all(&chart_dir).with_context(|| format!("cannot create report folder {}", dir.display()))?;
+    let mut chart_files = Vec::new();
+    let named = density::charts(&file.density).into_iter().map(|(stem, chart)| (stem.to_string(), chart)).collect();
+    let charts = render_charts(&chart_dir, named, &mut chart_files)?;
+    let environment = &file.environment;
+    let mut blocks = vec![
+        Block::Heading(1, DENSITY_TITLE.into()),
+        Block::Paragraph(format!(
+            "Measured on {} ({}, {} of memory, {} CPUs). Every number below comes from the steps in `density.json`.",
+            environment.machine_label(),
+            environment.date_utc,
+            crate::units::format_bytes(file.density.memory_total_bytes),
+            environment.host.cpu_count
+        )),
+        Block::Code(environment.command_line.clone()),
+        Block::Heading(2, "Reading".into()),
+    ];
+    blocks.extend(density::blocks(&file.density, charts, 2));
+    let (markdown, html) = write_documents(dir, DENSITY_TITLE, &blocks)?;
+    let results_path = dir.join("density.json");
+    let text = serde_json::to_string_pretty(file).context("serializing the density results")?;
+    std::fs::write(&results_path, text).with_context(|| format!("cannot write {}", results_path.display()))?;
+    Ok(ReportFiles { dir: dir.to_path_buf(), html, markdown, results: results_path, charts: chart_files })
+}
+
+/// `report.md` and `report.html` in `dir`, saying the same thing.
+fn write_documents(dir: &Path, title: &str, blocks: &[Block]) -> Result<(PathBuf, PathBuf)> {
+    let markdown = dir.join("report.md");
+    let html = dir.join("report.html");
+    std::fs::write(&markdown, document::to_markdown(blocks))
+        .with_context(|| format!("cannot write {}", markdown.display()))?;
+    std::fs::write(&html, document::to_html(title, blocks))
+        .with_context(|| format!("cannot write {}", html.display()))?;
+    Ok((markdown, html))
+}
+
+const DENSITY_TITLE: &str = "cvm density: how many containers and micro-VMs fit on this machine";
+
+/// Writes each chart as SVG and PNG under `chart_dir`; returns the blocks that show them.
+pub fn render_charts(
+    chart_dir: &Path,
+    charts: Vec<(String, crate::plot::Chart)>,
+    written: &mut Vec<PathBuf>,
+) -> Result<Vec<Block>> {
+    let mut blocks = Vec::new();
+    for (stem, chart) in charts {
+        let svg = chart.to_svg()?;
+        let svg_path = chart_dir.join(format!("{stem}.svg"));
+        let png_path = chart_dir.join(format!("{stem}.png"));
+        std::fs::write(&svg_path, &svg).with_context(|| format!("cannot write {}", svg_path.display()))?;
+        chart.write_png(&png_path)?;
+        written.extend([svg_path, png_path]);
+        blocks.push(Block::Chart { stem, title: chart.title().to_string(), svg });
+    }
+    Ok(blocks)
 }
 
 const TITLE: &str = "cvm report: one program as a process, a container and a micro-VM";
@@ -212,13 +302,17 @@ fn method(model: &ReportModel) -> Vec<String> {
          with medians and robust spreads 1.4826·MAD, which a few disturbed runs cannot move. On a busy machine the \
          two differ; the median ratio describes the typical run."
             .into(),
-        "Memory: **peak RSS** of the program (process, container) or of the VMM process (vm); **runtime overhead** = \
-         the container's cgroup peak minus the program's RSS, or the VMM's RSS outside the guest-RAM mapping; \
-         **guest memory touched** = guest pages actually populated (vm). The program's peak RSS comes from the \
-         kernel's taskstats exit record of the program (as root); without it, from rusage, which for a program \
-         started with vfork also holds cvm's own high-water mark, so a program below it gets no figure \
-         (\"not measured\") rather than cvm's memory. CPU time is user and \
-         system time the host charged for the run."
+        "Memory, split by who pays it: **program's memory** = the program's peak RSS (process, container) or the \
+         guest pages it touched, at or above the guest kernel's user base (vm); **runtime memory the run added** = \
+         the private (anonymous) memory cvm's launcher, container supervisor or VMM allocated for the run, guest \
+         RAM excluded (cvm runs every run of a comparison in one process, so its own baseline, about 0.35 MiB per \
+         `cvm run`, is in the density section instead); **cvm's shared pages** = its file-backed pages (its code, \
+         libraries), shared by every instance and the page cache, so they are shown but not added; **guest \
+         kernel** = guest pages touched below the user base (vm); **cgroup peak** = what the container's cgroup \
+         was charged, kernel memory and page cache included. The program's peak RSS comes from the kernel's \
+         taskstats exit record of the program (as root); without it, from rusage, which for a program started \
+         with vfork also holds cvm's own high-water mark, so a program below it gets no figure (\"not measured\") \
+         rather than cvm's memory. CPU time is user and system time the host charged for the run."
             .into(),
         "Throughput is the workload's own figure (operations per second it timed itself, `ops_per_sec` in its \
          `CVM-RESULT` line), so it excludes start-up."

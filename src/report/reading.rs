@@ -126,24 +126,37 @@ fn memory(machine: &MachineView) -> Vec<String> {
     let Some(workload) = workload.or_else(|| machine.cells.first().map(|c| c.workload_label.clone())) else {
         return out;
     };
-    if let Some(cell) = machine.cell(&workload, RuntimeKind::Vm) {
-        if let (Some(overhead), Some(touched)) =
-            (cell.metric(Metric::RuntimeOverhead), cell.metric(Metric::GuestTouched))
-        {
-            out.push(format!(
-                "Memory ({workload}): the VMM itself used {} beyond guest memory, and the guest populated {} of its RAM.",
-                bytes(overhead.median),
-                bytes(touched.median)
-            ));
-        }
+    let median = |runtime: RuntimeKind, metric: Metric| {
+        machine.cell(&workload, runtime).and_then(|cell| cell.metric(metric)).map(|s| s.median)
+    };
+    if let (Some(private), Some(kernel), Some(program)) = (
+        median(RuntimeKind::Vm, Metric::RuntimeAdded),
+        median(RuntimeKind::Vm, Metric::GuestKernel),
+        median(RuntimeKind::Vm, Metric::ProgramMemory),
+    ) {
+        out.push(format!(
+            "Memory ({workload}): a VM run added {} of the VMM's own private memory and {} of guest kernel pages \
+             to the program's {}. The VMM's file-backed pages (cvm's code) are shared by every VM, so they are \
+             not part of what one more VM costs; the density section measures that cost from outside.",
+            bytes(private),
+            bytes(kernel),
+            bytes(program)
+        ));
     }
-    if let Some(cell) = machine.cell(&workload, RuntimeKind::Container) {
-        if let Some(overhead) = cell.metric(Metric::RuntimeOverhead).filter(|o| o.median > 0.0) {
-            out.push(format!(
-                "Memory ({workload}): the container's cgroup was charged {} more than the program's own peak RSS.",
-                bytes(overhead.median)
-            ));
-        }
+    if let (Some(private), Some(program)) =
+        (median(RuntimeKind::Container, Metric::RuntimePrivate), median(RuntimeKind::Container, Metric::ProgramMemory))
+    {
+        let cgroup = median(RuntimeKind::Container, Metric::CgroupPeak)
+            .map(|peak| {
+                format!(" (the cgroup, which also counts kernel memory and page cache, was charged {})", bytes(peak))
+            })
+            .unwrap_or_default();
+        out.push(format!(
+            "Memory ({workload}): a container run added {} of its supervisor's private memory to the program's \
+             {}{cgroup}: no second kernel.",
+            bytes(private),
+            bytes(program)
+        ));
     }
     out
 }

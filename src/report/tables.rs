@@ -133,12 +133,20 @@ pub fn phases_table(model: &ReportModel, workload: &str) -> Table {
     Table { header, rows, numeric: true }
 }
 
-/// Memory of every cell with data (medians).
+/// Memory of every cell with data (medians). Each column is one measure in every row.
 pub fn memory_table(model: &ReportModel) -> Table {
-    let header =
-        ["workload", "runtime", "peak RSS", "runtime overhead", "guest memory touched", "cgroup peak", "guest RAM"]
-            .map(String::from)
-            .to_vec();
+    let header = [
+        "workload",
+        "runtime",
+        "program's memory",
+        "runtime memory the run added",
+        "cvm's shared pages",
+        "guest kernel",
+        "cgroup peak",
+        "guest RAM (configured)",
+    ]
+    .map(String::from)
+    .to_vec();
     let mut rows = Vec::new();
     for workload in &model.workloads {
         for machine in &model.machines {
@@ -151,9 +159,10 @@ pub fn memory_table(model: &ReportModel) -> Table {
                 rows.push(vec![
                     workload.clone(),
                     model.series_label(machine, cell.runtime),
-                    value(cell, Metric::PeakRss, |s| s.median),
-                    value(cell, Metric::RuntimeOverhead, |s| s.median),
-                    value(cell, Metric::GuestTouched, |s| s.median),
+                    value(cell, Metric::ProgramMemory, |s| s.median),
+                    value(cell, Metric::RuntimeAdded, |s| s.median),
+                    value(cell, Metric::RuntimeShared, |s| s.median),
+                    value(cell, Metric::GuestKernel, |s| s.median),
                     value(cell, Metric::CgroupPeak, |s| s.median),
                     guest_ram,
                 ]);
@@ -249,7 +258,8 @@ pub fn overview_table(model: &ReportModel) -> Table {
         if has_throughput {
             lines.push(("throughput".into(), Metric::OpsPerSec));
         }
-        lines.push(("peak RSS".into(), Metric::PeakRss));
+        lines.push(("program's memory".into(), Metric::ProgramMemory));
+        lines.push(("runtime memory added".into(), Metric::RuntimeAdded));
         for (index, (name, metric)) in lines.iter().enumerate() {
             let mut row = vec![if index == 0 { workload.clone() } else { String::new() }, name.clone()];
             for machine in &model.machines {
@@ -277,7 +287,7 @@ fn overview_cell(machine: &MachineView, workload: &str, runtime: RuntimeKind, me
         return if cell.has_data() { "—".into() } else { "failed".into() };
     };
     let text = metric.unit().format(summary.median);
-    if runtime == RuntimeKind::Process || metric == Metric::PeakRss {
+    if runtime == RuntimeKind::Process || metric.unit() == crate::stats::metric::Unit::Bytes {
         return text;
     }
     match machine.median_ratio_to_process(workload, runtime, metric) {

@@ -88,12 +88,13 @@ pub fn reset_signals() {
     }
 }
 
-/// The child dies with cvm: SIGKILL when the thread that started it ends. Returns false when
-/// cvm was already gone before the request took effect (the caller then exits).
-pub fn die_with_parent(parent: libc::pid_t) -> bool {
-    // SAFETY: prctl with constant arguments; getppid has no preconditions.
+/// The child gets `signal` when the thread that started it ends (SIGKILL: it dies with cvm).
+/// Returns false when cvm was already gone before the request took effect (the caller then
+/// exits).
+pub fn die_with_parent(parent: libc::pid_t, signal: libc::c_int) -> bool {
+    // SAFETY: prctl with plain integer arguments; getppid has no preconditions.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0);
         libc::getppid() == parent
     }
 }

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod child;
 pub mod container;
+pub mod lazy_buffer;
 pub mod process;
 pub mod relay;
 pub mod spawn;

@@ -8,7 +8,7 @@ use super::spawn;
 use super::supervise::{pipe, supervise, KillScope, Watched};
 use super::{taskstats, RunClock, RunSpec, Runtime, SeccompProfile};
 use crate::own_usage;
-use crate::record::{RunRecord, RuntimeKind};
+use crate::record::{OwnMemory, RunRecord, RuntimeKind};
 
 pub struct ProcessRuntime;
 
@@ -28,6 +28,7 @@ impl Runtime for ProcessRuntime {
             // start that mark afresh, so earlier work (a VM's guest RAM) does not count.
             own_usage::reset_peak_rss();
         }
+        let own_before = own_usage::resident();
         let clock = RunClock::start();
         let narrator = &spec.narrator;
         let path = spec.program.host_path()?;
@@ -74,6 +75,8 @@ impl Runtime for ProcessRuntime {
             )
         });
 
+        // cvm's own memory as the launcher, read while it still holds the program's output.
+        let own = own_usage::resident();
         let teardown = clock.now_ns();
         let mut record = RunRecord::new(RuntimeKind::Process, "host", &spec.program.label(), &spec.args);
         record.set_output(&done.stdout, &done.stderr);
@@ -93,6 +96,8 @@ impl Runtime for ProcessRuntime {
             Some(peak) => Some(peak),
             None => program_peak_rss(done.peak_rss_bytes(), own_usage::peak_rss_bytes(), &mut record.notes),
         };
+        record.memory.program_peak_rss_bytes = record.memory.peak_rss_bytes;
+        record.memory.set_runtime_own(OwnMemory { before: own_before, after: own }, 0, 0);
         record.cpu.user_ns = done.user_ns();
         record.cpu.system_ns = done.system_ns();
         record.phases_ns.total = teardown;

@@ -38,6 +38,7 @@ struct ChildArgs {
     envp: Vec<*const libc::c_char>,
     stdio: Stdio,
     parent: libc::pid_t,
+    death_signal: libc::c_int,
     /// The step that failed, 0 when `execve` succeeded (written by the child).
     failed_step: AtomicI32,
     errno: AtomicI32,
@@ -53,8 +54,19 @@ const STEP_EXEC: i32 = 5;
 const CHILD_STACK_BYTES: usize = 64 << 10;
 
 /// Starts `program` with `args` (argv[1..]) and cvm's environment, in a process group of its
-/// own, with `stdio` as its descriptors 0-2 and nothing else open.
+/// own, with `stdio` as its descriptors 0-2 and nothing else open; it is killed if cvm dies.
 pub fn spawn(program: &Path, args: &[String], stdio: Stdio) -> Result<Spawned> {
+    spawn_with_death_signal(program, args, stdio, libc::SIGKILL)
+}
+
+/// Like [`spawn`], but the program gets `death_signal` when cvm dies: SIGTERM lets another
+/// cvm (a density instance) tear down what it started.
+pub fn spawn_with_death_signal(
+    program: &Path,
+    args: &[String],
+    stdio: Stdio,
+    death_signal: libc::c_int,
+) -> Result<Spawned> {
     let cstring =
         |bytes: &[u8]| CString::new(bytes).with_context(|| format!("argument contains a NUL byte: {bytes:?}"));
     let program_c = cstring(program.as_os_str().as_bytes())?;
@@ -78,6 +90,7 @@ pub fn spawn(program: &Path, args: &[String], stdio: Stdio) -> Result<Spawned> {
         stdio,
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
+        death_signal,
         failed_step: AtomicI32::new(0),
         errno: AtomicI32::new(0),
     };
@@ -153,7 +166,7 @@ extern "C" fn child_main(raw: *mut libc::c_void) -> libc::c_int {
     if unsafe { libc::setpgid(0, 0) } != 0 {
         return fail(STEP_GROUP);
     }
-    if !child::die_with_parent(args.parent) {
+    if !child::die_with_parent(args.parent, args.death_signal) {
         return fail(STEP_PARENT);
     }
     let Stdio { stdin, stdout, stderr } = args.stdio;

@@ -195,7 +195,8 @@ pub fn supervise(child: Watched) -> Result<Supervised> {
     let mut first_output = None;
     let mut timed_out = false;
     let mut interrupted = None;
-    let mut buffer = vec![0u8; 64 * 1024];
+    let mut buffer = super::lazy_buffer::LazyBuffer::new(64 * 1024)?;
+    crate::own_usage::release_setup_memory();
 
     loop {
         if let Some(signal) = interrupt::requested() {
@@ -223,9 +224,11 @@ pub fn supervise(child: Watched) -> Result<Supervised> {
                 polled.push(index);
             }
         }
-        // Wake at least every 100 ms (10 ms while a stream waits for its relay): a signal
-        // between the checks above and poll is not lost.
-        let cap = if paused { Duration::from_millis(10) } else { Duration::from_millis(100) };
+        // A stopping signal interrupts poll (EINTR), so it is seen at once; waking every second
+        // anyway bounds the rare case of one landing between the checks above and poll. An
+        // idle program's supervisor then costs the host nearly nothing (10 ms while a stream
+        // waits for its relay).
+        let cap = if paused { Duration::from_millis(10) } else { Duration::from_secs(1) };
         let wait = (deadline - now).min(cap).as_millis().max(1) as i32;
         // SAFETY: `fds` is a valid array of pollfd of the given length.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
@@ -374,7 +377,7 @@ fn release_if_traced(pid: libc::pid_t) {
     unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, std::ptr::null_mut::<libc::c_void>(), pass_on as usize) };
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+pub fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     // SAFETY: fcntl on a descriptor we own.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     // SAFETY: as above.

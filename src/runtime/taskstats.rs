@@ -47,7 +47,7 @@ struct Listener {
     fd: OwnedFd,
     family: u16,
     /// Receive buffer for one datagram.
-    buffer: Vec<u8>,
+    buffer: super::lazy_buffer::LazyBuffer,
 }
 
 fn listener() -> &'static Mutex<Option<Listener>> {
@@ -106,7 +106,8 @@ impl Listener {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
-        let mut listener = Listener { fd, family: 0, buffer: vec![0; 64 << 10] };
+        let buffer = super::lazy_buffer::LazyBuffer::new(64 << 10).map_err(std::io::Error::other)?;
+        let mut listener = Listener { fd, family: 0, buffer };
         listener.family = listener.resolve_family()?;
         let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
         let mut mask = cpus.trim().as_bytes().to_vec();

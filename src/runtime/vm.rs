@@ -13,7 +13,7 @@ use super::{KernelChoice, RunClock, RunSpec, Runtime, SeccompProfile};
 use crate::embedded;
 use crate::own_usage as usage;
 use crate::program::Program;
-use crate::record::{GuestStats, Outcome, RunRecord, RuntimeKind};
+use crate::record::{GuestStats, Outcome, OwnMemory, RunRecord, RuntimeKind};
 use crate::vmm::builder::{self, MicroVm, VmPlan, VmRequest};
 use crate::vmm::devices::{PortBus, UnknownPorts};
 use crate::vmm::kick::{VcpuKicker, KICK_PERIOD};
@@ -63,15 +63,18 @@ struct Booted {
     bus: PortBus,
     builtin: bool,
     cpu_before: (u64, u64),
+    own_before: Option<usage::Resident>,
 }
 
 /// The builtin guest kernel running the program.
 fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
+    let own_before = usage::resident();
     let program = spec.program.bytes()?;
     let ram_bytes = layout::ram_size(spec.memory_bytes)?;
     let request = VmRequest {
         kernel: embedded::GUEST_KERNEL_ELF,
         program: &program,
+        program_file: shared_program_file(spec),
         ram_bytes,
         args: guest_argv(spec),
         env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), "HOME=/".into()],
@@ -95,12 +98,32 @@ fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
          port access (console output, boot timer, exit) or a fault."
             .into()
     });
-    Ok(Booted { vm, bus: PortBus::new(spec.echo_output, UnknownPorts::Refuse, deadline), builtin: true, cpu_before })
+    Ok(Booted {
+        vm,
+        bus: PortBus::new(spec.echo_output, UnknownPorts::Refuse, deadline),
+        builtin: true,
+        cpu_before,
+        own_before,
+    })
+}
+
+/// The embedded workload's cache copy (the process runtime runs the same file), opened for the
+/// VM to map its pages from; None when there is none, and the program is copied instead.
+fn shared_program_file(spec: &RunSpec) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !matches!(spec.program, Program::Workload { .. }) {
+        return None;
+    }
+    let path = embedded::workload_path().ok()?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    (meta.is_file() && meta.len() == embedded::WORKLOAD_ELF.len() as u64).then_some(file)
 }
 
 /// A Linux kernel image (`--kernel PATH`), booted through its PVH entry; it has no root file
 /// system, so the program itself is not run.
 fn boot_linux(spec: &RunSpec, path: &Path, deadline: Instant) -> Result<Booted> {
+    let own_before = usage::resident();
     let image = crate::program::read_regular_file(path, linux_boot::MAX_KERNEL_IMAGE_BYTES)
         .with_context(|| format!("cannot read the kernel image {}", path.display()))?;
     let ram_bytes = layout::ram_size(Some(spec.memory_bytes.unwrap_or(linux_boot::DEFAULT_LINUX_RAM_BYTES)))?;
@@ -116,17 +139,18 @@ fn boot_linux(spec: &RunSpec, path: &Path, deadline: Instant) -> Result<Booted> 
          gets before the timeout or before KVM gives up."
             .into()
     });
-    Ok(Booted { vm, bus: PortBus::for_linux(spec.echo_output, deadline), builtin: false, cpu_before })
+    Ok(Booted { vm, bus: PortBus::for_linux(spec.echo_output, deadline), builtin: false, cpu_before, own_before })
 }
 
 /// Runs the VM to its end, measures it, tears it down and fills the record.
 fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<RunRecord> {
-    let Booted { mut vm, mut bus, builtin, cpu_before } = booted;
+    let Booted { mut vm, mut bus, builtin, cpu_before, own_before } = booted;
     let narrator = &spec.narrator;
     let setup = clock.now_ns();
     let ram_bytes = vm.ram.size();
     let mut exits = BTreeMap::new();
     let deadline = clock.started_at() + spec.timeout;
+    usage::release_setup_memory();
     let stop = {
         let _kicker = VcpuKicker::start(KICK_PERIOD)?;
         vcpu::run(&mut vm.vcpu, &mut bus, &vm.ram, deadline, &mut exits)?
@@ -136,7 +160,7 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
     let (console, console_bytes) = bus.serial.finish();
 
     // Measure before teardown: the guest RAM mapping is still there.
-    let guest_touched = vm.ram.resident_bytes().ok();
+    let guest = guest_memory(&vm.ram);
     let resident = usage::resident();
     let peak_rss = usage::peak_rss_bytes();
     let (syscalls, unsupported) = if builtin { read_syscall_counts(&vm.ram) } else { Default::default() };
@@ -146,7 +170,7 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
             "vm: the run ended ({}) after {} VM exits. The guest touched {} KiB of its {} MiB of RAM.",
             describe(&stop),
             exits.values().sum::<u64>(),
-            guest_touched.unwrap_or(0) >> 10,
+            guest.map_or(0, |g| g.touched) >> 10,
             ram_bytes >> 20
         )
     });
@@ -180,9 +204,25 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
     phases.total = teardown;
     let memory = &mut record.memory;
     memory.guest_ram_bytes = Some(ram_bytes);
-    memory.guest_touched_bytes = guest_touched;
+    memory.guest_touched_bytes = guest.map(|g| g.touched);
     memory.peak_rss_bytes = peak_rss;
-    memory.runtime_overhead_bytes = resident.zip(guest_touched).map(|(rss, guest)| rss.total.saturating_sub(guest));
+    memory.runtime_overhead_bytes = resident.zip(guest).map(|(rss, g)| rss.total.saturating_sub(g.touched));
+    if let Some(g) = guest {
+        if builtin {
+            memory.guest_kernel_bytes = Some(g.kernel);
+            memory.program_peak_rss_bytes = Some(g.touched.saturating_sub(g.kernel));
+        } else {
+            // A Linux image runs no program here: everything it touched is the kernel's.
+            memory.guest_kernel_bytes = Some(g.touched);
+        }
+    }
+    // The guest's anonymous pages are in the VMM's anonymous RSS; they are the guest's, not
+    // the runtime's. Its shared program pages are file-backed and never were.
+    memory.set_runtime_own(
+        OwnMemory { before: own_before, after: resident },
+        guest.map_or(0, |g| g.anonymous),
+        guest.map_or(0, |g| g.touched.saturating_sub(g.anonymous)),
+    );
     record.cpu.user_ns = cpu_after.0.saturating_sub(cpu_before.0);
     record.cpu.system_ns = cpu_after.1.saturating_sub(cpu_before.1);
     record.guest = Some(GuestStats { exits, syscalls, unsupported_syscalls: unsupported });
@@ -195,19 +235,32 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
     } else if bus.boot_timer.program_entered.is_none() {
         record.notes.push("the guest kernel never reported entering the program (boot code 0x41)".into());
     }
-    if let (Some(rss), Some(guest)) = (resident, guest_touched) {
-        record.notes.push(format!(
-            "VMM overhead = cvm's RSS minus guest RAM: {} KiB file-backed (cvm's code and shared libraries) + {} KiB \
-             private (heap, stacks, vCPU state)",
-            rss.file_backed >> 10,
-            rss.total.saturating_sub(rss.file_backed).saturating_sub(guest) >> 10
-        ));
-    }
     if !console.is_empty() {
         let cut = if console_bytes > console.len() as u64 { " (cut)" } else { "" };
         record.notes.push(format!("guest console{cut}: {}", console.trim_end()));
     }
     Ok(record)
+}
+
+/// What guest RAM costs the host, read before it is unmapped.
+#[derive(Clone, Copy, Debug)]
+struct GuestMemory {
+    /// Pages populated in the VMM's page tables: touched by the VMM while loading or by the guest.
+    touched: u64,
+    /// The anonymous (private) ones among them; the rest are the shared program file's pages.
+    anonymous: u64,
+    /// Populated pages below USER_BASE: the guest kernel's.
+    kernel: u64,
+}
+
+fn guest_memory(ram: &crate::vmm::memory::GuestRam) -> Option<GuestMemory> {
+    let (kernel, above) = ram.resident_split(layout::USER_BASE).ok()?;
+    let start = ram.host_address().ok()?;
+    match usage::mapped_in(start, start + ram.size()) {
+        Some((touched, anonymous)) if touched > 0 => Some(GuestMemory { touched, anonymous, kernel }),
+        // Without smaps, mincore's count (all of guest RAM is anonymous then).
+        _ => Some(GuestMemory { touched: kernel + above, anonymous: kernel + above, kernel }),
+    }
 }
 
 /// argv as the guest sees it: a short absolute name, then the workload subcommand and arguments.

@@ -17,10 +17,23 @@ pub enum Metric {
     Teardown,
     UserTime,
     SystemTime,
-    PeakRss,
-    RuntimeOverhead,
+    /// memory.program_peak_rss_bytes: the program's own memory in every runtime.
+    ProgramMemory,
+    /// memory.runtime_private_bytes: cvm's own private memory (USS), guest RAM excluded.
+    RuntimePrivate,
+    /// memory.runtime_added_bytes: the private memory the run added to cvm.
+    RuntimeAdded,
+    /// memory.runtime_shared_bytes: cvm's file-backed pages, shared between instances.
+    RuntimeShared,
+    /// memory.guest_kernel_bytes (vm).
+    GuestKernel,
     GuestTouched,
     CgroupPeak,
+    /// memory.peak_rss_bytes, kept for old results files: it mixes the program's RSS
+    /// (process, container) with the VMM process's (vm), so no table shows it.
+    PeakRss,
+    /// memory.runtime_overhead_bytes, kept for old results files.
+    RuntimeOverhead,
     /// The workload's own throughput (result.ops_per_sec), where it reports one.
     OpsPerSec,
     /// The workload's own timing of its work (result.elapsed_ns).
@@ -59,7 +72,7 @@ pub fn format_rate(per_second: f64) -> String {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 14] = [
+    pub const ALL: [Metric; 19] = [
         Metric::Total,
         Metric::Setup,
         Metric::Boot,
@@ -68,10 +81,15 @@ impl Metric {
         Metric::Teardown,
         Metric::UserTime,
         Metric::SystemTime,
-        Metric::PeakRss,
-        Metric::RuntimeOverhead,
+        Metric::ProgramMemory,
+        Metric::RuntimePrivate,
+        Metric::RuntimeAdded,
+        Metric::RuntimeShared,
+        Metric::GuestKernel,
         Metric::GuestTouched,
         Metric::CgroupPeak,
+        Metric::PeakRss,
+        Metric::RuntimeOverhead,
         Metric::OpsPerSec,
         Metric::WorkloadElapsed,
     ];
@@ -87,6 +105,11 @@ impl Metric {
             Metric::Teardown => "teardown",
             Metric::UserTime => "user",
             Metric::SystemTime => "system",
+            Metric::ProgramMemory => "program_memory",
+            Metric::RuntimePrivate => "runtime_private",
+            Metric::RuntimeAdded => "runtime_added",
+            Metric::RuntimeShared => "runtime_shared",
+            Metric::GuestKernel => "guest_kernel",
             Metric::PeakRss => "peak_rss",
             Metric::RuntimeOverhead => "runtime_overhead",
             Metric::GuestTouched => "guest_touched",
@@ -107,8 +130,13 @@ impl Metric {
             Metric::Teardown => "teardown",
             Metric::UserTime => "user CPU time",
             Metric::SystemTime => "system CPU time",
-            Metric::PeakRss => "peak RSS",
-            Metric::RuntimeOverhead => "runtime overhead",
+            Metric::ProgramMemory => "program's memory",
+            Metric::RuntimePrivate => "runtime private (USS)",
+            Metric::RuntimeAdded => "runtime memory the run added",
+            Metric::RuntimeShared => "runtime shared pages",
+            Metric::GuestKernel => "guest kernel memory",
+            Metric::PeakRss => "peak RSS (program or VMM)",
+            Metric::RuntimeOverhead => "runtime overhead (old measure)",
             Metric::GuestTouched => "guest memory touched",
             Metric::CgroupPeak => "cgroup peak",
             Metric::OpsPerSec => "throughput",
@@ -118,7 +146,15 @@ impl Metric {
 
     pub fn unit(self) -> Unit {
         match self {
-            Metric::PeakRss | Metric::RuntimeOverhead | Metric::GuestTouched | Metric::CgroupPeak => Unit::Bytes,
+            Metric::ProgramMemory
+            | Metric::RuntimePrivate
+            | Metric::RuntimeAdded
+            | Metric::RuntimeShared
+            | Metric::GuestKernel
+            | Metric::GuestTouched
+            | Metric::CgroupPeak
+            | Metric::PeakRss
+            | Metric::RuntimeOverhead => Unit::Bytes,
             Metric::OpsPerSec => Unit::PerSecond,
             _ => Unit::Nanoseconds,
         }
@@ -143,6 +179,15 @@ impl Metric {
             Metric::Teardown => Some(p.teardown),
             Metric::UserTime => Some(record.cpu.user_ns),
             Metric::SystemTime => Some(record.cpu.system_ns),
+            // Results files from before the split have only peak_rss_bytes, which is the
+            // program's own outside a VM.
+            Metric::ProgramMemory => m
+                .program_peak_rss_bytes
+                .or(m.peak_rss_bytes.filter(|_| record.runtime != crate::record::RuntimeKind::Vm)),
+            Metric::RuntimePrivate => m.runtime_private_bytes,
+            Metric::RuntimeAdded => m.runtime_added_bytes,
+            Metric::RuntimeShared => m.runtime_shared_bytes,
+            Metric::GuestKernel => m.guest_kernel_bytes,
             Metric::PeakRss => m.peak_rss_bytes,
             Metric::RuntimeOverhead => m.runtime_overhead_bytes,
             Metric::GuestTouched => m.guest_touched_bytes,

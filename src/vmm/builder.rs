@@ -27,6 +27,9 @@ use crate::explain::Narrator;
 pub struct VmRequest<'a> {
     pub kernel: &'a [u8],
     pub program: &'a [u8],
+    /// The same bytes as a file cvm keeps (the embedded workload's cache copy): when given, the
+    /// program's whole pages are mapped from it, shared with every other VM, not copied.
+    pub program_file: Option<std::fs::File>,
     pub ram_bytes: u64,
     /// argv, including argv[0].
     pub args: Vec<String>,
@@ -129,12 +132,18 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
 
     let started = Instant::now();
     let kernel_entry = loader::load_kernel(&ram, &plan.kernel)?;
-    loader::load_program(&ram, &plan.program, &plan.layout)?;
+    let shared = match &request.program_file {
+        Some(file) => loader::map_program(&ram, &plan.program, &plan.layout, file)?,
+        None => {
+            loader::load_program(&ram, &plan.program, &plan.layout)?;
+            0
+        }
+    };
     let cr3 = paging::install(&ram)?;
     narrator.step(|| {
         format!(
-            "vm: copied the guest kernel ({} KiB, entry {:#x}) and the program ({} KiB, {}) to {:#x} in guest \
-             RAM, then wrote page tables that map all guest RAM 1:1: the first 4 MiB for the kernel only (page 0 \
+            "vm: copied the guest kernel ({} KiB, entry {:#x}) and loaded the program ({} KiB, {}) at {:#x} in guest \
+             RAM{}, then wrote page tables that map all guest RAM 1:1: the first 4 MiB for the kernel only (page 0 \
              left unmapped, so NULL pointers fault), the rest for the program with 2 MiB pages. A real kernel does \
              this work itself while booting; here the VMM does it beforehand because every guest-kernel \
              instruction is expensive on a nested host{}.",
@@ -143,6 +152,15 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
             request.program.len() >> 10,
             if plan.program.position_independent { "static-pie" } else { "static" },
             plan.program.virtual_extent().0 + plan.layout.bias,
+            if shared > 0 {
+                format!(
+                    " ({} KiB of it mapped from cvm's cached copy of the program file, copy-on-write: those pages \
+                     stay in the host's page cache, shared by every VM and process running it)",
+                    shared >> 10
+                )
+            } else {
+                String::new()
+            },
             took(started)
         )
     });
@@ -312,6 +330,7 @@ mod tests {
     #[test]
     fn boot_info_carries_the_layout() {
         let request = VmRequest {
+            program_file: None,
             kernel: embedded::GUEST_KERNEL_ELF,
             program: embedded::WORKLOAD_ELF,
             ram_bytes: 64 << 20,

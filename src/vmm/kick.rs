@@ -7,6 +7,7 @@
 //! costs one period, never a hang. A guest busy at CPL3 pays one exit per period (0.05 % of a
 //! core at 50 ms).
 
+use std::cell::Cell;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -40,6 +41,35 @@ pub struct VcpuKicker {
     timer: libc::timer_t,
 }
 
+thread_local! {
+    /// The kicker of this thread while it runs, and its period: what [`paused`] stops.
+    static ACTIVE: Cell<Option<(libc::timer_t, Duration)>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with this thread's kick timer stopped: while the VMM parks the vCPU thread for a
+/// sleeping guest it is not in `KVM_RUN`, so kicks would only wake it for nothing (20 times a
+/// second, in every idle VM). `f` must bound its own waiting (the run's deadline, cvm's
+/// interrupt flag).
+pub fn paused<R>(f: impl FnOnce() -> R) -> R {
+    let active = ACTIVE.with(Cell::get);
+    if let Some((timer, _)) = active {
+        arm(timer, Duration::ZERO);
+    }
+    let result = f();
+    if let Some((timer, period)) = active {
+        arm(timer, period);
+    }
+    result
+}
+
+/// Sets `timer` to fire every `period` (zero: disarmed).
+fn arm(timer: libc::timer_t, period: Duration) -> bool {
+    let tick = libc::timespec { tv_sec: period.as_secs() as libc::time_t, tv_nsec: period.subsec_nanos() as _ };
+    let schedule = libc::itimerspec { it_interval: tick, it_value: tick };
+    // SAFETY: `timer` is a live timer of this thread's kicker; `schedule` is valid for the call.
+    unsafe { libc::timer_settime(timer, 0, &schedule, std::ptr::null_mut()) == 0 }
+}
+
 impl VcpuKicker {
     /// Starts ticking the calling thread (the one that will call `KVM_RUN`).
     pub fn start(period: Duration) -> Result<VcpuKicker> {
@@ -57,18 +87,17 @@ impl VcpuKicker {
             return Err(std::io::Error::last_os_error()).context("creating the vCPU kick timer");
         }
         let kicker = VcpuKicker { timer };
-        let tick = libc::timespec { tv_sec: period.as_secs() as libc::time_t, tv_nsec: period.subsec_nanos() as _ };
-        let schedule = libc::itimerspec { it_interval: tick, it_value: tick };
-        // SAFETY: `kicker.timer` was just created; `schedule` is valid for the call.
-        if unsafe { libc::timer_settime(kicker.timer, 0, &schedule, std::ptr::null_mut()) } != 0 {
+        if !arm(kicker.timer, period) {
             return Err(std::io::Error::last_os_error()).context("arming the vCPU kick timer");
         }
+        ACTIVE.with(|active| active.set(Some((kicker.timer, period))));
         Ok(kicker)
     }
 }
 
 impl Drop for VcpuKicker {
     fn drop(&mut self) {
+        ACTIVE.with(|active| active.set(None));
         // SAFETY: the timer was created by timer_create and is deleted exactly once.
         unsafe {
             libc::timer_delete(self.timer);

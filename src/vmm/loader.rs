@@ -114,6 +114,37 @@ pub fn load_program(ram: &GuestRam, program: &ElfFile, layout: &ProgramLayout) -
     Ok(())
 }
 
+/// Like [`load_program`], but the whole pages of each segment are mapped from `file` (a
+/// byte-for-byte copy of the program on disk) instead of copied: they stay in the page cache,
+/// shared by every VM running the same program, as a process shares its executable's pages.
+/// Only the partial pages at a segment's ends are copied. A segment whose address and file
+/// offset disagree within a page cannot be mapped and is copied. Returns the bytes mapped.
+pub fn map_program(ram: &GuestRam, program: &ElfFile, layout: &ProgramLayout, file: &std::fs::File) -> Result<u64> {
+    let page = super::memory::host_page_size();
+    let file_len = file.metadata().context("reading the program file's size")?.len();
+    ensure!(file_len == program.bytes.len() as u64, "the program file's size does not match the program");
+    let mut mapped = 0;
+    for segment in &program.segments {
+        let start = segment.vaddr + layout.bias;
+        let end = start + segment.file_size;
+        let bytes = program.segment_bytes(segment);
+        let full_start = start.next_multiple_of(page);
+        let full_end = end / page * page;
+        if start % page != segment.offset % page || full_end <= full_start {
+            ram.write(start, bytes).context("loading the program")?;
+            continue;
+        }
+        let offset = segment.offset + (full_start - start);
+        ram.map_file(full_start, full_end - full_start, file, offset)?;
+        mapped += full_end - full_start;
+        let head = (full_start - start) as usize;
+        let tail = (full_end - start) as usize;
+        ram.write(start, &bytes[..head]).context("loading the program")?;
+        ram.write(full_end, &bytes[tail..]).context("loading the program")?;
+    }
+    Ok(mapped)
+}
+
 /// Copies the kernel's segments to their physical addresses; returns its entry point.
 pub fn load_kernel(ram: &GuestRam, kernel: &ElfFile) -> Result<u64> {
     ensure!(!kernel.position_independent, "the guest kernel must be a fixed-address (ET_EXEC) ELF file");

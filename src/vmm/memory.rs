@@ -62,6 +62,38 @@ impl GuestRam {
         }
     }
 
+    /// Maps `len` bytes of `file` from `offset` over guest RAM at `addr` (all page aligned),
+    /// private and copy-on-write: the guest reads the file's page-cache pages, which every VM
+    /// and process mapping the same file shares, and gets a private copy of a page only when it
+    /// writes it. The caller guarantees the file holds at least `offset + len` bytes and is not
+    /// truncated while the VM runs (a cache file of cvm's own).
+    pub fn map_file(&self, addr: u64, len: u64, file: &std::fs::File, offset: u64) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let page = host_page_size();
+        let aligned = addr.is_multiple_of(page) && len.is_multiple_of(page) && offset.is_multiple_of(page);
+        if !aligned || len == 0 || !self.contains(addr, len) {
+            bail!("cannot map {len:#x} bytes of a file at guest {addr:#x} (offset {offset:#x}): not page aligned or outside guest RAM");
+        }
+        let target = self.host_address()? + addr;
+        // SAFETY: [target, target + len) lies inside the guest RAM mapping owned by
+        // `self.memory` (checked above); MAP_FIXED replaces those pages with the file's, which
+        // vm-memory reads and writes like any other pages and unmaps with the rest on drop.
+        let mapped = unsafe {
+            libc::mmap(
+                target as *mut libc::c_void,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if mapped == libc::MAP_FAILED || mapped as u64 != target {
+            return Err(std::io::Error::last_os_error()).context("mapping the program file into guest RAM");
+        }
+        Ok(())
+    }
+
     pub fn read(&self, addr: u64, buffer: &mut [u8]) -> Result<()> {
         if !self.contains(addr, buffer.len() as u64) {
             bail!("guest read of {} bytes at {addr:#x} is outside guest RAM", buffer.len());
@@ -83,6 +115,12 @@ impl GuestRam {
 
     /// Bytes of guest RAM the host has actually populated (touched by the VMM or the guest).
     pub fn resident_bytes(&self) -> Result<u64> {
+        let (below, above) = self.resident_split(0)?;
+        Ok(below + above)
+    }
+
+    /// Populated bytes of guest RAM below and at-or-above the guest-physical address `boundary`.
+    pub fn resident_split(&self, boundary: u64) -> Result<(u64, u64)> {
         let page = host_page_size();
         let pages = self.size.div_ceil(page) as usize;
         let mut residency = vec![0u8; pages];
@@ -93,7 +131,9 @@ impl GuestRam {
         if status != 0 {
             return Err(std::io::Error::last_os_error()).context("mincore over guest RAM");
         }
-        Ok(residency.iter().filter(|&&flags| flags & 1 != 0).count() as u64 * page)
+        let split = (boundary.div_ceil(page) as usize).min(pages);
+        let count = |flags: &[u8]| flags.iter().filter(|&&flag| flag & 1 != 0).count() as u64 * page;
+        Ok((count(&residency[..split]), count(&residency[split..])))
     }
 }
 
@@ -118,6 +158,7 @@ mod tests {
         ram.write(0x1000, b"hello").unwrap();
         ram.write(0x30_0000, &[1; 5000]).unwrap();
         assert_eq!(ram.resident_bytes().unwrap(), 3 * host_page_size());
+        assert_eq!(ram.resident_split(0x20_0000).unwrap(), (host_page_size(), 2 * host_page_size()));
         let mut back = [0u8; 5];
         ram.read(0x1000, &mut back).unwrap();
         assert_eq!(&back, b"hello");

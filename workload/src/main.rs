@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use json::JsonObject;
 
-const USAGE: &str = "usage: cvm-workload hello | cpu [ROUNDS] | mem [MIB] | syscall [COUNT] | probe";
+const USAGE: &str = "usage: cvm-workload hello | cpu [ROUNDS] | mem [MIB] | syscall [COUNT] | idle [SECONDS] | probe";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +29,7 @@ fn main() {
         "cpu" => cpu(number(200_000)),
         "mem" => mem(number(32)),
         "syscall" => syscall(number(20_000)),
+        "idle" => idle(number(10)),
         "probe" => probe::probe(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
@@ -103,6 +104,24 @@ fn mem(mib: u64) -> JsonObject {
     result.float("ops_per_sec", pages as f64 * 1e9 / touched_ns.max(1) as f64);
     result.int("checksum", sum);
     drop(buffer);
+    result
+}
+
+/// Says it is ready, sleeps `seconds`, and reports how long the sleep really took: what an
+/// instance costs while it waits (density).
+fn idle(seconds: u64) -> JsonObject {
+    use std::io::Write;
+    println!("idle: ready, sleeping {seconds} s");
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs(seconds));
+    let slept_ns = start.elapsed().as_nanos() as u64;
+    let requested_ns = seconds.saturating_mul(1_000_000_000);
+    println!("idle: woke after {:.3} ms ({:+.3} ms late)", ms(slept_ns), ms(slept_ns) - ms(requested_ns));
+    let mut result = JsonObject::new("idle");
+    result.int("requested_ns", requested_ns);
+    result.int("slept_ns", slept_ns);
+    result.float("late_ms", ms(slept_ns) - ms(requested_ns));
     result
 }
 

@@ -28,6 +28,7 @@
 //! | 0x80 | [`port::BOOT_TIMER`] | 8-bit code, [`boot_code`]; the host timestamps it |
 //! | 0x500 | [`port::CONSOLE_WRITE`] | guest-physical address of a [`ConsoleWrite`] |
 //! | 0x501 | [`port::GUEST_FAULT`] | guest-physical address of a [`FaultReport`]; ends the run |
+//! | 0x502 | [`port::SLEEP`] | microseconds the vCPU has nothing to do: the VMM parks its thread |
 #![no_std]
 
 /// The VMM's boot GDT (null, 64-bit code 0x08, data 0x10, TSS 0x18), valid only until the
@@ -66,6 +67,10 @@ pub mod port {
     pub const BOOT_TIMER: u16 = 0x80;
     pub const CONSOLE_WRITE: u16 = 0x500;
     pub const GUEST_FAULT: u16 = 0x501;
+    /// The guest has nothing to run for this many microseconds (32-bit): the VMM puts the vCPU
+    /// thread to sleep instead of letting the guest spin. It may return earlier (the run's
+    /// deadline, Ctrl-C); the guest checks its clock and asks again.
+    pub const SLEEP: u16 = 0x502;
 }
 
 /// Codes written to [`port::BOOT_TIMER`] (as Cloud Hypervisor's debug port does).

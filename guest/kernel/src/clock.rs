@@ -1,9 +1,12 @@
-//! Clocks from the TSC: `clock_gettime`, `gettimeofday`, `time`, `nanosleep`.
+//! Clocks from the TSC: `clock_gettime`, `gettimeofday`, `time`, `nanosleep` (which parks the
+//! vCPU in the VMM instead of spinning).
 //!
 //! ns = (tsc - tsc_at_boot) * mult >> 32, with mult = 10^6 * 2^32 / tsc_khz computed once at
 //! boot: integer only, one multiply per read. Wall-clock time is the host's realtime at boot
 //! (from BootInfo) plus that. The CPU-time clocks equal the monotonic one: the program is the
 //! only thing running.
+
+use cvm_guest_abi::port;
 
 use crate::cpu::rdtsc;
 use crate::errno::{SysResult, EINVAL};
@@ -95,16 +98,32 @@ pub fn time(out: u64) -> SysResult {
     Ok(seconds)
 }
 
-/// Sleeps by watching the TSC: there are no timer interrupts, and nothing else to run.
+/// Waits until the monotonic clock reaches `deadline`. Under cvm's VMM the vCPU is parked:
+/// the kernel tells the VMM how long it has nothing to do (port SLEEP) and the VMM sleeps the
+/// vCPU's thread, so an idle VM costs the host no CPU. The TSC runs on meanwhile, so the clock
+/// is right when the guest wakes. Elsewhere (QEMU) there is no such port: the kernel watches
+/// the clock, as it must without timer interrupts. The last microsecond is always watched.
+fn sleep_until(deadline: u64) {
+    loop {
+        let now = monotonic_ns();
+        if now >= deadline {
+            return;
+        }
+        let micros = (deadline - now) / 1000;
+        if micros > 0 && crate::console::hypercalls() {
+            crate::cpu::out32(port::SLEEP, micros.min(u64::from(u32::MAX)) as u32);
+        } else {
+            core::hint::spin_loop();
+        }
+    }
+}
+
 pub fn nanosleep(request: u64, remaining: u64) -> SysResult {
     let [seconds, nanos]: [u64; 2] = user::read(request)?;
     if nanos >= NS_PER_SEC || seconds > i64::MAX as u64 {
         return Err(EINVAL);
     }
-    let deadline = monotonic_ns().saturating_add(seconds.saturating_mul(NS_PER_SEC)).saturating_add(nanos);
-    while monotonic_ns() < deadline {
-        core::hint::spin_loop();
-    }
+    sleep_until(monotonic_ns().saturating_add(seconds.saturating_mul(NS_PER_SEC)).saturating_add(nanos));
     user::write_optional(remaining, [0u64; 2])?;
     Ok(0)
 }
@@ -119,9 +138,6 @@ pub fn clock_nanosleep(id: u64, flags: u64, request: u64, remaining: u64) -> Sys
     let [seconds, nanos]: [u64; 2] = user::read(request)?;
     let target = seconds.saturating_mul(NS_PER_SEC).saturating_add(nanos);
     let wait = target.saturating_sub(now);
-    let deadline = monotonic_ns().saturating_add(wait);
-    while monotonic_ns() < deadline {
-        core::hint::spin_loop();
-    }
+    sleep_until(monotonic_ns().saturating_add(wait));
     Ok(0)
 }

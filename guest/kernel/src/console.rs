@@ -43,6 +43,12 @@ pub fn write(fd: u32, bytes: &[u8]) {
     }
 }
 
+/// True under cvm's VMM, which answers the hypercall ports (ConsoleWrite, Sleep); false under
+/// QEMU, where the kernel was entered through PVH and writes to the serial line.
+pub fn hypercalls() -> bool {
+    matches!(BACKEND.get(), Backend::Hypercall)
+}
+
 /// Kernel diagnostics on COM1, byte by byte. Used only on the way to a fault report, never
 /// in a normal run (each `out` is an exit). The transmitter is not polled: the VMM and QEMU
 /// both accept bytes at any time, and a missing UART must not hang the kernel.

@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use super::supervise::{pipe, supervise, KillScope, Supervised, Watched};
 use super::{taskstats, RunClock, RunSpec, Runtime, SeccompProfile};
 use crate::program::Program;
-use crate::record::{ContainerInfo, Outcome, RunRecord, RuntimeKind};
+use crate::record::{ContainerInfo, Outcome, OwnMemory, RunRecord, RuntimeKind};
 use crate::units::format_bytes;
 use cgroup::{Limits, Placement, RunCgroup, Usage};
 use init::{InitFds, InitPlan, Planned, Step};
@@ -69,6 +69,7 @@ pub fn running_as_root() -> bool {
 
 fn run_container(spec: &RunSpec) -> Result<RunRecord> {
     let taskstats = taskstats::ensure_listening();
+    let own_before = crate::own_usage::resident();
     let clock = RunClock::start();
     let anchor = ClockAnchor::now();
     let deadline = clock.started_at() + spec.timeout;
@@ -190,6 +191,8 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
         });
     }
     let usage = cgroup.as_ref().map(RunCgroup::usage).unwrap_or_default();
+    // cvm's own memory as the container's supervisor, read while it still holds the output.
+    let supervisor = crate::own_usage::resident();
     let cgroup_path = cgroup.as_ref().map(|c| c.path().display().to_string());
     if let Some(cgroup) = cgroup {
         if let Err(err) = cgroup.remove() {
@@ -213,6 +216,7 @@ fn run_container(spec: &RunSpec) -> Result<RunRecord> {
         cgroup_version,
         cgroup_path,
         program_peak,
+        own: OwnMemory { before: own_before, after: supervisor },
     };
     let mut record = ended.record(spec, &clock, limits);
     if let Some(info) = record.container.as_mut() {
@@ -241,11 +245,13 @@ struct Ended {
     cgroup_path: Option<String>,
     /// The program's own peak RSS from taskstats; None: rusage's.
     program_peak: Option<u64>,
+    /// cvm's own resident memory before the set-up and while it supervised the container.
+    own: OwnMemory,
 }
 
 impl Ended {
     fn record(self, spec: &RunSpec, clock: &RunClock, limits: Limits) -> RunRecord {
-        let Ended { done, usage, oom_killed, setup, teardown, rootfs, cgroup_version, cgroup_path, program_peak } =
+        let Ended { done, usage, oom_killed, setup, teardown, rootfs, cgroup_version, cgroup_path, program_peak, own } =
             self;
         let mut record = RunRecord::new(RuntimeKind::Container, "host", &spec.program.label(), &spec.args);
         record.set_output(&done.stdout, &done.stderr);
@@ -261,6 +267,8 @@ impl Ended {
         record.phases_ns.total = teardown;
         let peak_rss = program_peak.unwrap_or_else(|| done.peak_rss_bytes());
         record.memory.peak_rss_bytes = Some(peak_rss);
+        record.memory.program_peak_rss_bytes = Some(peak_rss);
+        record.memory.set_runtime_own(own, 0, 0);
         record.memory.cgroup_peak_bytes = usage.peak_bytes;
         record.memory.runtime_overhead_bytes = usage.peak_bytes.map(|peak| peak.saturating_sub(peak_rss));
         record.cpu.user_ns = usage.user_ns.unwrap_or_else(|| done.user_ns());

@@ -7,6 +7,7 @@ pub mod console;
 pub mod exit_port;
 pub mod fault;
 pub mod serial;
+pub mod sleep;
 
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use crate::runtime::relay::Stalled;
 use boot_timer::BootTimer;
 use console::{ConsoleError, ProgramConsole};
 use serial::SerialConsole;
+use sleep::Sleeper;
 
 /// What the run loop does after a port access.
 #[derive(Debug)]
@@ -37,6 +39,9 @@ pub enum UnknownPorts {
 
 pub struct PortBus {
     pub serial: SerialConsole,
+    pub sleeper: Sleeper,
+    /// The run's deadline: a sleeping vCPU wakes up then at the latest.
+    pub deadline: Instant,
     pub boot_timer: BootTimer,
     pub console: ProgramConsole,
     pub unknown_ports: UnknownPorts,
@@ -58,6 +63,8 @@ impl PortBus {
     pub fn new(echo: bool, unknown_ports: UnknownPorts, deadline: Instant) -> PortBus {
         PortBus {
             serial: SerialConsole::new(echo, deadline),
+            sleeper: Sleeper::default(),
+            deadline,
             boot_timer: BootTimer::default(),
             console: ProgramConsole::new(echo, deadline),
             unknown_ports,
@@ -80,7 +87,7 @@ impl PortBus {
                 PortAction::Continue
             }
             port::EXIT => PortAction::Stop(exit_port::stop(value)),
-            port::BOOT_TIMER | port::CONSOLE_WRITE | port::GUEST_FAULT if !self.abi_ports => {
+            port::BOOT_TIMER | port::CONSOLE_WRITE | port::GUEST_FAULT | port::SLEEP if !self.abi_ports => {
                 self.unknown(address, "write to", data.len())
             }
             port::BOOT_TIMER => {
@@ -96,6 +103,11 @@ impl PortBus {
                 }
             },
             port::GUEST_FAULT => PortAction::Stop(fault::stop(u64::from(value), ram)),
+            port::SLEEP => {
+                // The run loop checks the deadline and interruptions when the guest resumes.
+                self.sleeper.sleep(value, self.deadline);
+                PortAction::Continue
+            }
             other => self.unknown(other, "write to", data.len()),
         }
     }
