@@ -12,7 +12,8 @@ use common::require_kvm;
 use cvm::elf::ElfFile;
 use cvm::explain::Narrator;
 use cvm::vmm::builder::{self, VmPlan, VmRequest};
-use cvm::vmm::devices::{PortBus, UnknownPorts};
+use cvm::vmm::devices::Devices;
+use cvm::vmm::exits::ExitCounts;
 use cvm::vmm::kick::{VcpuKicker, KICK_PERIOD};
 use cvm::vmm::layout::USER_BASE;
 use cvm::vmm::loader::{self, ProgramLayout};
@@ -108,11 +109,11 @@ fn mutated_programs_never_panic_or_wrap_in_the_reader_and_loader_with_kvm() {
         let Ok(plan) = VmPlan::new(&request) else { continue };
         let mut vm = builder::build(&plan, &Narrator::new(false)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(1);
-        let mut bus = PortBus::new(false, UnknownPorts::Refuse, deadline);
+        let devices = Devices::builtin(1, false, deadline).unwrap();
         let _kicker = VcpuKicker::start(KICK_PERIOD).unwrap();
-        let mut exits = Default::default();
+        let mut exits = ExitCounts::default();
         // Any way the run ends is fine; an error of the VMM itself or a hang is not.
-        vcpu::run(&mut vm.vcpu, &mut bus, &vm.ram, deadline, &mut exits).unwrap();
+        vcpu::run(&mut vm.vcpu, 0, &devices.bus, &vm.ram, deadline, &mut exits).unwrap();
         booted += 1;
     }
     eprintln!("{FILES} mutated files: {accepted} passed the checks, {booted} booted, in {:?}", started.elapsed());

@@ -18,7 +18,8 @@ use cvm::program::Program;
 use cvm::record::{Outcome, RuntimeKind};
 use cvm::runtime::{self, RunSpec};
 use cvm::vmm::builder::{self, VmPlan, VmRequest};
-use cvm::vmm::devices::{PortBus, UnknownPorts};
+use cvm::vmm::devices::{lock, Devices};
+use cvm::vmm::exits::ExitCounts;
 use cvm::vmm::kick::{VcpuKicker, KICK_PERIOD};
 use cvm::vmm::{vcpu, VmStop};
 
@@ -330,7 +331,7 @@ fn with_last_segment_memory(elf: &[u8], bytes: u64) -> Vec<u8> {
 struct Ended {
     stop: VmStop,
     exits: BTreeMap<String, u64>,
-    bus: PortBus,
+    devices: Devices,
 }
 
 /// Boots `image` as the guest kernel (with the workload as the program) and runs it to its end.
@@ -347,11 +348,11 @@ fn run_kernel(image: &[u8], timeout: Duration) -> Ended {
     };
     let plan = VmPlan::new(&request).unwrap();
     let mut vm = builder::build(&plan, &Narrator::new(false)).unwrap();
-    let mut bus = PortBus::new(false, UnknownPorts::Refuse, Instant::now() + timeout);
-    let mut exits = BTreeMap::new();
+    let devices = Devices::builtin(1, false, Instant::now() + timeout).unwrap();
+    let mut exits = ExitCounts::default();
     let _kicker = VcpuKicker::start(KICK_PERIOD).unwrap();
-    let stop = vcpu::run(&mut vm.vcpu, &mut bus, &vm.ram, Instant::now() + timeout, &mut exits).unwrap();
-    Ended { stop, exits, bus }
+    let stop = vcpu::run(&mut vm.vcpu, 0, &devices.bus, &vm.ram, Instant::now() + timeout, &mut exits).unwrap();
+    Ended { stop, exits: exits.to_map(), devices }
 }
 
 const OUT_EXIT_42: &[u8] = &[0xb0, 42, 0xe6, 0xf4]; // mov al, 42; out 0xf4, al
@@ -370,10 +371,10 @@ fn vmm_exit_port_ends_the_run_with_the_status_with_kvm() {
     }
     code.extend_from_slice(OUT_EXIT_42);
     code.extend_from_slice(JMP_SELF);
-    let mut ended = run_kernel(&code, Duration::from_secs(10));
+    let ended = run_kernel(&code, Duration::from_secs(10));
     assert_eq!(ended.stop, VmStop::Exited { status: 42 });
-    assert!(ended.bus.boot_timer.kernel_entered.is_some());
-    assert_eq!(ended.bus.serial.finish().0, "ok\n");
+    assert!(lock(&ended.devices.boot_timer).kernel_entered.is_some());
+    assert_eq!(lock(&ended.devices.serial).finish().0, "ok\n");
     assert_eq!(ended.exits["io"], 5);
 }
 
@@ -396,10 +397,11 @@ fn vmm_console_write_hypercall_copies_program_output_with_kvm() {
     code.extend_from_slice(&(KERNEL_BASE + 0x80).to_le_bytes());
     code.resize(0x80, 0);
     code.extend_from_slice(b"hello\n");
-    let mut ended = run_kernel(&code, Duration::from_secs(10));
+    let ended = run_kernel(&code, Duration::from_secs(10));
     assert_eq!(ended.stop, VmStop::Exited { status: 42 });
-    assert_eq!(std::mem::take(&mut ended.bus.console.stdout).finish().bytes, b"hello\n");
-    assert!(ended.bus.console.first_output.is_some());
+    let mut console = lock(&ended.devices.console);
+    assert_eq!(std::mem::take(&mut console.stdout).finish().bytes, b"hello\n");
+    assert!(console.first_output.is_some());
 }
 
 #[test]

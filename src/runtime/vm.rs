@@ -15,7 +15,8 @@ use crate::own_usage as usage;
 use crate::program::Program;
 use crate::record::{GuestStats, Outcome, OwnMemory, RunRecord, RuntimeKind};
 use crate::vmm::builder::{self, MicroVm, VmPlan, VmRequest};
-use crate::vmm::devices::{PortBus, UnknownPorts};
+use crate::vmm::devices::{lock, Devices};
+use crate::vmm::exits::ExitCounts;
 use crate::vmm::kick::{VcpuKicker, KICK_PERIOD};
 use crate::vmm::linux_boot::{self, LinuxImage};
 use crate::vmm::memory::GuestRam;
@@ -60,7 +61,7 @@ impl Runtime for VmRuntime {
 /// A built VM, ready for `KVM_RUN`, with the devices its kernel expects.
 struct Booted {
     vm: MicroVm,
-    bus: PortBus,
+    devices: Devices,
     builtin: bool,
     cpu_before: (u64, u64),
     own_before: Option<usage::Resident>,
@@ -98,13 +99,7 @@ fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
          port access (console output, boot timer, exit) or a fault."
             .into()
     });
-    Ok(Booted {
-        vm,
-        bus: PortBus::new(spec.echo_output, UnknownPorts::Refuse, deadline),
-        builtin: true,
-        cpu_before,
-        own_before,
-    })
+    Ok(Booted { vm, devices: Devices::builtin(1, spec.echo_output, deadline)?, builtin: true, cpu_before, own_before })
 }
 
 /// The embedded workload's cache copy (the process runtime runs the same file), opened for the
@@ -139,25 +134,25 @@ fn boot_linux(spec: &RunSpec, path: &Path, deadline: Instant) -> Result<Booted> 
          gets before the timeout or before KVM gives up."
             .into()
     });
-    Ok(Booted { vm, bus: PortBus::for_linux(spec.echo_output, deadline), builtin: false, cpu_before, own_before })
+    Ok(Booted { vm, devices: Devices::for_linux(spec.echo_output, deadline)?, builtin: false, cpu_before, own_before })
 }
 
 /// Runs the VM to its end, measures it, tears it down and fills the record.
 fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<RunRecord> {
-    let Booted { mut vm, mut bus, builtin, cpu_before, own_before } = booted;
+    let Booted { mut vm, devices, builtin, cpu_before, own_before } = booted;
     let narrator = &spec.narrator;
     let setup = clock.now_ns();
     let ram_bytes = vm.ram.size();
-    let mut exits = BTreeMap::new();
+    let mut exits = ExitCounts::default();
     let deadline = clock.started_at() + spec.timeout;
     usage::release_setup_memory();
     let stop = {
         let _kicker = VcpuKicker::start(KICK_PERIOD)?;
-        vcpu::run(&mut vm.vcpu, &mut bus, &vm.ram, deadline, &mut exits)?
+        vcpu::run(&mut vm.vcpu, 0, &devices.bus, &vm.ram, deadline, &mut exits)?
     };
     let exited_at = Instant::now();
-    let serial_first_output = bus.serial.first_output();
-    let (console, console_bytes) = bus.serial.finish();
+    let serial_first_output = lock(&devices.serial).first_output();
+    let (console, console_bytes) = lock(&devices.serial).finish();
 
     // Measure before teardown: the guest RAM mapping is still there.
     let guest = guest_memory(&vm.ram);
@@ -169,7 +164,7 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
         format!(
             "vm: the run ended ({}) after {} VM exits. The guest touched {} KiB of its {} MiB of RAM.",
             describe(&stop),
-            exits.values().sum::<u64>(),
+            exits.total(),
             guest.map_or(0, |g| g.touched) >> 10,
             ram_bytes >> 20
         )
@@ -190,14 +185,22 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
                 .into(),
         );
     }
-    let stdout = std::mem::take(&mut bus.console.stdout).finish();
-    let stderr = std::mem::take(&mut bus.console.stderr).finish();
+    let (stdout, stderr, console_first_output) = {
+        let mut program_console = lock(&devices.console);
+        let first = program_console.first_output;
+        (
+            std::mem::take(&mut program_console.stdout).finish(),
+            std::mem::take(&mut program_console.stderr).finish(),
+            first,
+        )
+    };
+    let program_entered = devices.program_entered();
     record.set_output(&stdout, &stderr);
     apply_stop(&mut record, &stop, spec);
     let phases = &mut record.phases_ns;
     phases.setup = setup;
-    phases.boot = bus.boot_timer.program_entered.map_or(setup, |t| clock.since(t));
-    let first_output = if builtin { bus.console.first_output } else { serial_first_output };
+    phases.boot = program_entered.map_or(setup, |t| clock.since(t));
+    let first_output = if builtin { console_first_output } else { serial_first_output };
     phases.first_output = first_output.map(|t| clock.since(t));
     phases.exit = clock.since(exited_at);
     phases.teardown = teardown;
@@ -225,14 +228,14 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
     );
     record.cpu.user_ns = cpu_after.0.saturating_sub(cpu_before.0);
     record.cpu.system_ns = cpu_after.1.saturating_sub(cpu_before.1);
-    record.guest = Some(GuestStats { exits, syscalls, unsupported_syscalls: unsupported });
+    record.guest = Some(GuestStats { exits: exits.to_map(), syscalls, unsupported_syscalls: unsupported });
     if !builtin {
         record.notes.push(
             "a Linux kernel image was booted (PVH entry, serial console): it has no root file system here, so the \
              program was not run; the record shows how far the boot got"
                 .into(),
         );
-    } else if bus.boot_timer.program_entered.is_none() {
+    } else if program_entered.is_none() {
         record.notes.push("the guest kernel never reported entering the program (boot code 0x41)".into());
     }
     if !console.is_empty() {

@@ -2,13 +2,16 @@
 //! port devices and nothing else, built for one program run and torn down after it.
 //!
 //! How a VM comes together is in [`builder`] (the one place that assembles it); the run loop
-//! is in [`vcpu`]; each device has its own file in [`devices`]. The contract with the builtin
+//! is in [`vcpu`]; exits reach devices through the [`bus`], and each device has its own file in
+//! [`devices`]. The contract with the builtin
 //! guest kernel (memory map, entry state, ports) is the `cvm-guest-abi` crate. The student's
 //! tour is `docs/vm.md`.
 
 pub mod builder;
+pub mod bus;
 pub mod cpu;
 pub mod devices;
+pub mod exits;
 pub mod kick;
 pub mod layout;
 pub mod linux_boot;

@@ -2,14 +2,14 @@
 //! and counted. Nothing the guest does can make this loop panic or spin forever: every exit
 //! either continues the guest or becomes a [`VmStop`] with a reason.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use kvm_bindings::{KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_SIMUL_EX};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
-use super::devices::{PortAction, PortBus};
+use super::bus::{Access, Bus, PortAction};
+use super::exits::{ExitCounts, ExitKind};
 use super::memory::GuestRam;
 use super::VmStop;
 use crate::interrupt;
@@ -29,15 +29,16 @@ enum Pending {
     Hlt,
 }
 
-/// Runs the vCPU until the run ends; counts exits by reason into `exits`.
+/// Runs vCPU number `cpu` until the run ends; counts exits by kind into `exits`.
 pub fn run(
     vcpu: &mut VcpuFd,
-    bus: &mut PortBus,
+    cpu: usize,
+    bus: &Bus,
     ram: &GuestRam,
     deadline: Instant,
-    exits: &mut BTreeMap<String, u64>,
+    exits: &mut ExitCounts,
 ) -> Result<VmStop> {
-    let mut count = |reason: &str| *exits.entry(reason.to_string()).or_insert(0) += 1;
+    let mut count = |kind: ExitKind| exits.count(kind);
     loop {
         if let Some(signal) = interrupt::requested() {
             return Ok(VmStop::Interrupted { signal });
@@ -47,52 +48,57 @@ pub fn run(
         }
         let pending = match vcpu.run() {
             Ok(exit) => {
-                let now = Instant::now();
+                let access = Access { cpu, ram, now: Instant::now() };
                 match exit {
                     VcpuExit::IoOut(port, data) => {
-                        count("io");
-                        action(bus.write(port, data, ram, now))
+                        count(ExitKind::Io);
+                        action(bus.write(port, data, &access))
                     }
                     VcpuExit::IoIn(port, data) => {
-                        count("io");
-                        action(bus.read(port, data))
+                        count(ExitKind::Io);
+                        action(bus.read(port, data, &access))
                     }
                     VcpuExit::MmioRead(address, data) => {
-                        count("mmio");
+                        count(ExitKind::Mmio);
                         action(bus.mmio(address, "read from", data))
                     }
                     VcpuExit::MmioWrite(address, data) => {
-                        count("mmio");
-                        let mut ignored = data.to_vec();
-                        action(bus.mmio(address, "write to", &mut ignored))
+                        count(ExitKind::Mmio);
+                        let mut ignored = [0u8; 8];
+                        let width = data.len().min(8);
+                        action(bus.mmio(address, "write to", &mut ignored[..width]))
                     }
                     VcpuExit::Hlt => {
-                        count("hlt");
+                        count(ExitKind::Hlt);
                         Pending::Hlt
                     }
                     VcpuExit::Shutdown => {
-                        count("shutdown");
+                        count(ExitKind::Shutdown);
                         Pending::Shutdown
                     }
                     VcpuExit::InternalError => {
-                        count("internal_error");
+                        count(ExitKind::InternalError);
                         Pending::InternalError
                     }
                     VcpuExit::FailEntry(reason, _cpu) => {
-                        count("fail_entry");
+                        count(ExitKind::FailEntry);
                         Pending::FailEntry(reason)
                     }
                     VcpuExit::SystemEvent(kind, _data) => {
-                        count("system_event");
+                        count(ExitKind::SystemEvent);
                         Pending::Stop(system_event(kind))
                     }
                     VcpuExit::Intr => {
-                        count("intr");
+                        count(ExitKind::Intr);
+                        Pending::Continue
+                    }
+                    VcpuExit::IrqWindowOpen => {
+                        count(ExitKind::IrqWindow);
                         Pending::Continue
                     }
                     other => {
+                        count(ExitKind::Other);
                         let name = exit_name(&other);
-                        count(&name);
                         Pending::Stop(VmStop::KernelFault {
                             reason: format!("the VM stopped with a VM exit cvm does not handle ({name})"),
                         })
@@ -100,7 +106,7 @@ pub fn run(
                 }
             }
             Err(error) if error.errno() == libc::EINTR => {
-                count("intr");
+                count(ExitKind::Intr);
                 Pending::Continue
             }
             Err(error) if error.errno() == libc::EAGAIN => Pending::Continue,

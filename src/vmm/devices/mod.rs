@@ -1,6 +1,6 @@
-//! The VM's devices: all of them are I/O ports (the VM has no MMIO device and no interrupt
-//! controller). The guest ABI (`guest/abi`) fixes the ports; [`PortBus`] routes an `in`/`out`
-//! exit to the device behind the port.
+//! The VM's devices. All of them are I/O ports (the VM has no MMIO device); the guest ABI
+//! (`guest/abi`) fixes the ports. [`Devices`] makes the set a VM gets and registers each on
+//! the [`Bus`], which routes every `in`/`out` exit to the device that owns the port.
 
 pub mod boot_timer;
 pub mod console;
@@ -9,147 +9,126 @@ pub mod fault;
 pub mod serial;
 pub mod sleep;
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use anyhow::Result;
 use cvm_guest_abi::port;
 
-use super::memory::GuestRam;
+use super::bus::{port_value, Access, Bus, Device, PortAction, UnknownPorts};
 use super::VmStop;
 use crate::runtime::relay::Stalled;
 use boot_timer::BootTimer;
 use console::{ConsoleError, ProgramConsole};
 use serial::SerialConsole;
-use sleep::Sleeper;
+use sleep::SleepDevice;
 
-/// What the run loop does after a port access.
-#[derive(Debug)]
-pub enum PortAction {
-    Continue,
-    Stop(VmStop),
+/// Every device of one VM, and the bus that routes to them. The fields give the VMM what it
+/// reads after the run (output, boot times); the bus is what the vCPUs use.
+pub struct Devices {
+    pub serial: Arc<Mutex<SerialConsole>>,
+    pub boot_timer: Arc<Mutex<BootTimer>>,
+    pub console: Arc<Mutex<ProgramConsole>>,
+    pub sleep: Arc<SleepDevice>,
+    pub bus: Bus,
 }
 
-/// How unknown ports are treated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnknownPorts {
-    /// The builtin kernel knows the ports: touching another one is a bug that ends the run.
-    Refuse,
-    /// A Linux kernel probes legacy hardware: reads return all ones, writes are dropped.
-    Ignore,
+/// A poisoned lock only means another vCPU thread panicked; its data is still what it was.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub struct PortBus {
-    pub serial: SerialConsole,
-    pub sleeper: Sleeper,
-    /// The run's deadline: a sleeping vCPU wakes up then at the latest.
-    pub deadline: Instant,
-    pub boot_timer: BootTimer,
-    pub console: ProgramConsole,
-    pub unknown_ports: UnknownPorts,
-    /// The cvm guest ABI's ports (boot timer, ConsoleWrite, fault report) are served; off for a
-    /// Linux kernel, which uses port 0x80 for I/O delays.
-    pub abi_ports: bool,
-    /// Accesses to unknown ports (and MMIO addresses) that were ignored.
-    pub ignored: u64,
-}
-
-/// Little-endian value of a 1-, 2- or 4-byte port write.
-pub fn port_value(data: &[u8]) -> u32 {
-    data.iter().take(4).rev().fold(0, |value, &byte| (value << 8) | u32::from(byte))
-}
-
-impl PortBus {
-    /// The devices of one run; live output (with `echo`) gives up waiting on a stalled reader
-    /// at `deadline`.
-    pub fn new(echo: bool, unknown_ports: UnknownPorts, deadline: Instant) -> PortBus {
-        PortBus {
-            serial: SerialConsole::new(echo, deadline),
-            sleeper: Sleeper::default(),
-            deadline,
-            boot_timer: BootTimer::default(),
-            console: ProgramConsole::new(echo, deadline),
-            unknown_ports,
-            abi_ports: true,
-            ignored: 0,
-        }
+impl Devices {
+    /// What the builtin guest kernel uses: serial, exit, boot timer, ConsoleWrite, fault report
+    /// and Sleep; any other port is a kernel bug that ends the run. Live output (with `echo`)
+    /// gives up waiting on a stalled reader at `deadline`.
+    pub fn builtin(cpus: usize, echo: bool, deadline: Instant) -> Result<Devices> {
+        let mut devices = Devices::bare(cpus, echo, deadline, UnknownPorts::Refuse)?;
+        let bus = &mut devices.bus;
+        bus.register(port::BOOT_TIMER, 1, devices.boot_timer.clone())?;
+        bus.register(port::CONSOLE_WRITE, 1, devices.console.clone())?;
+        bus.register(port::GUEST_FAULT, 1, Arc::new(FaultPort))?;
+        bus.register(port::SLEEP, 1, devices.sleep.clone())?;
+        Ok(devices)
     }
 
-    /// The devices a Linux kernel sees: the serial console and the exit port; everything else
-    /// reads as all ones and ignores writes, like empty ISA slots.
-    pub fn for_linux(echo: bool, deadline: Instant) -> PortBus {
-        PortBus { abi_ports: false, ..PortBus::new(echo, UnknownPorts::Ignore, deadline) }
+    /// What a Linux kernel sees: the serial console and the exit port; everything else reads as
+    /// all ones and ignores writes, like empty ISA slots (port 0x80 included: Linux uses it for
+    /// I/O delays).
+    pub fn for_linux(echo: bool, deadline: Instant) -> Result<Devices> {
+        Devices::bare(1, echo, deadline, UnknownPorts::Ignore)
     }
 
-    pub fn write(&mut self, address: u16, data: &[u8], ram: &GuestRam, now: Instant) -> PortAction {
-        let value = port_value(data);
-        match address {
-            _ if SerialConsole::owns(address) => {
-                self.serial.write(address, value as u8);
-                PortAction::Continue
-            }
-            port::EXIT => PortAction::Stop(exit_port::stop(value)),
-            port::BOOT_TIMER | port::CONSOLE_WRITE | port::GUEST_FAULT | port::SLEEP if !self.abi_ports => {
-                self.unknown(address, "write to", data.len())
-            }
-            port::BOOT_TIMER => {
-                self.boot_timer.record(value as u8, now);
-                PortAction::Continue
-            }
-            port::CONSOLE_WRITE => match self.console.write(u64::from(value), ram, now) {
-                Ok(()) => PortAction::Continue,
-                Err(ConsoleError::Invalid(reason)) => PortAction::Stop(VmStop::KernelFault { reason }),
-                Err(ConsoleError::Stalled(Stalled::Deadline)) => PortAction::Stop(VmStop::TimedOut),
-                Err(ConsoleError::Stalled(Stalled::Interrupted(signal))) => {
-                    PortAction::Stop(VmStop::Interrupted { signal })
-                }
-            },
-            port::GUEST_FAULT => PortAction::Stop(fault::stop(u64::from(value), ram)),
-            port::SLEEP => {
-                // The run loop checks the deadline and interruptions when the guest resumes.
-                self.sleeper.sleep(value, self.deadline);
-                PortAction::Continue
-            }
-            other => self.unknown(other, "write to", data.len()),
-        }
-    }
-
-    pub fn read(&mut self, address: u16, data: &mut [u8]) -> PortAction {
-        if SerialConsole::owns(address) {
-            let value = self.serial.read(address);
-            data.fill(0);
-            if let Some(first) = data.first_mut() {
-                *first = value;
-            }
-            return PortAction::Continue;
-        }
-        data.fill(0xff);
-        self.unknown(address, "read from", data.len())
-    }
-
-    /// An access to guest-physical `address` outside RAM: there are no MMIO devices.
-    pub fn mmio(&mut self, address: u64, access: &str, data: &mut [u8]) -> PortAction {
-        data.fill(0xff);
-        let width = data.len();
-        self.refuse_or_ignore(|| {
-            format!(
-                "the guest made a {width}-byte {access} address {address:#x}, which is neither guest RAM nor a device (MMIO)"
-            )
+    fn bare(cpus: usize, echo: bool, deadline: Instant, unknown: UnknownPorts) -> Result<Devices> {
+        let serial = Arc::new(Mutex::new(SerialConsole::new(echo, deadline)));
+        let mut bus = Bus::new(unknown);
+        bus.register(port::SERIAL_COM1, serial::REGISTERS, serial.clone())?;
+        bus.register(port::EXIT, 1, Arc::new(ExitPort))?;
+        Ok(Devices {
+            serial,
+            boot_timer: Arc::new(Mutex::new(BootTimer::default())),
+            console: Arc::new(Mutex::new(ProgramConsole::new(echo, deadline))),
+            sleep: Arc::new(SleepDevice::new(cpus, deadline)?),
+            bus,
         })
     }
 
-    fn unknown(&mut self, address: u16, access: &str, width: usize) -> PortAction {
-        self.refuse_or_ignore(|| {
-            format!("the guest made a {width}-byte {access} I/O port {address:#x}, where this VM has no device")
-        })
+    /// When the guest kernel said it entered the program (boot code 0x41).
+    pub fn program_entered(&self) -> Option<Instant> {
+        lock(&self.boot_timer).program_entered
+    }
+}
+
+impl Device for Mutex<SerialConsole> {
+    fn write(&self, port: u16, data: &[u8], _access: &Access) -> PortAction {
+        lock(self).write(port, port_value(data) as u8);
+        PortAction::Continue
     }
 
-    /// What an access no device answers does: ignored (counted) or the end of the run.
-    fn refuse_or_ignore(&mut self, reason: impl FnOnce() -> String) -> PortAction {
-        match self.unknown_ports {
-            UnknownPorts::Ignore => {
-                self.ignored += 1;
-                PortAction::Continue
-            }
-            UnknownPorts::Refuse => PortAction::Stop(VmStop::UnhandledDevice { reason: reason() }),
+    fn read(&self, port: u16, data: &mut [u8], _access: &Access) -> PortAction {
+        let value = lock(self).read(port);
+        data.fill(0);
+        if let Some(first) = data.first_mut() {
+            *first = value;
         }
+        PortAction::Continue
+    }
+}
+
+impl Device for Mutex<BootTimer> {
+    fn write(&self, _port: u16, data: &[u8], access: &Access) -> PortAction {
+        lock(self).record(port_value(data) as u8, access.now);
+        PortAction::Continue
+    }
+}
+
+impl Device for Mutex<ProgramConsole> {
+    fn write(&self, _port: u16, data: &[u8], access: &Access) -> PortAction {
+        match lock(self).write(u64::from(port_value(data)), access.ram, access.now) {
+            Ok(()) => PortAction::Continue,
+            Err(ConsoleError::Invalid(reason)) => PortAction::Stop(VmStop::KernelFault { reason }),
+            Err(ConsoleError::Stalled(Stalled::Deadline)) => PortAction::Stop(VmStop::TimedOut),
+            Err(ConsoleError::Stalled(Stalled::Interrupted(signal))) => {
+                PortAction::Stop(VmStop::Interrupted { signal })
+            }
+        }
+    }
+}
+
+/// Port 0xf4: the run ends with the status written.
+struct ExitPort;
+
+impl Device for ExitPort {
+    fn write(&self, _port: u16, data: &[u8], _access: &Access) -> PortAction {
+        PortAction::Stop(exit_port::stop(port_value(data)))
+    }
+}
+
+/// Port 0x501: the guest kernel's fault report ends the run.
+struct FaultPort;
+
+impl Device for FaultPort {
+    fn write(&self, _port: u16, data: &[u8], access: &Access) -> PortAction {
+        PortAction::Stop(fault::stop(u64::from(port_value(data)), access.ram))
     }
 }

@@ -13,7 +13,7 @@ use vm_superio::{Serial, Trigger};
 
 /// At most this much console text is kept for the record.
 const KEPT_BYTES: usize = 64 << 10;
-const REGISTERS: u16 = 8;
+pub const REGISTERS: u16 = 8;
 
 /// No interrupt controller in this VM, so the UART's interrupt line goes nowhere.
 pub struct NoInterrupt;

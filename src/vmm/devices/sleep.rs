@@ -1,47 +1,110 @@
-//! Port 0x502, Sleep: the guest kernel has nothing to run for the given number of microseconds
-//! (the program called `nanosleep`). The VMM parks the vCPU's thread for that long instead of
-//! letting the guest spin on its clock, so an idle VM costs the host no CPU. The TSC keeps
-//! running, so the guest's clock is right when it wakes; the guest checks it and asks again
-//! if it woke early. The park ends early at the run's deadline or when cvm is interrupted. The
-//! vCPU kick timer is stopped during the park, so an idle VM wakes its host thread only when its
-//! guest asks to be woken (and at most once a second).
+//! Port 0x502, Sleep: the guest kernel has nothing to run on this vCPU for the given number of
+//! microseconds (its program called `nanosleep`, or all its threads wait). The VMM parks the
+//! vCPU's thread for that long instead of letting the guest spin on its clock, so an idle VM
+//! costs the host no CPU. The TSC keeps running, so the guest's clock is right when it wakes;
+//! the guest checks it and asks again if it woke early. A park ends early at the run's deadline,
+//! when cvm is interrupted (the signal interrupts the wait), or when another vCPU wakes this one
+//! ([`Parker::wake`]). The vCPU kick timer is stopped during the park, so an idle VM wakes its
+//! host thread only when its guest asks to be woken (and at most once a second).
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result};
+
+use super::super::bus::{port_value, Access, Device, PortAction};
 use crate::interrupt;
 
-/// How long the vCPU thread slept, for the record.
-#[derive(Debug, Default)]
-pub struct Sleeper {
-    pub requests: u64,
-    pub slept: Duration,
+/// Where a parked vCPU thread waits: an eventfd another thread can signal.
+pub struct Parker {
+    event: OwnedFd,
 }
 
-impl Sleeper {
-    /// Parks the calling (vCPU) thread for `micros`, or until `deadline` or an interruption.
-    /// The kick timer is stopped meanwhile; a stopping signal interrupts the sleep (EINTR), and
-    /// the sleep goes in slices of at most a second so one that lands just before it is seen
-    /// within a second.
-    pub fn sleep(&mut self, micros: u32, deadline: Instant) {
-        self.requests += 1;
-        let started = Instant::now();
-        let until = (started + Duration::from_micros(u64::from(micros))).min(deadline);
-        crate::vmm::kick::paused(|| loop {
-            let now = Instant::now();
-            if now >= until || interrupt::requested().is_some() {
-                break;
+impl Parker {
+    pub fn new() -> Result<Parker> {
+        // SAFETY: eventfd with valid flags returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("creating a vCPU parker (eventfd)");
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        Ok(Parker { event: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Ends the current (or the next) park of this vCPU.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a u64 we own to our eventfd.
+        unsafe { libc::write(self.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Waits until `until`, a wake, or a signal, whichever is first. Returns true when woken.
+    fn park(&self, until: Instant) -> bool {
+        loop {
+            if interrupt::requested().is_some() {
+                return false;
             }
-            sleep_once((until - now).min(Duration::from_secs(1)));
-        });
-        self.slept += started.elapsed();
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            // At most a second at a time: bounds a signal that lands just before the poll.
+            let wait = (until - now).min(Duration::from_secs(1));
+            let mut fd = libc::pollfd { fd: self.event.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd; the timeout is at least 1 ms.
+            let ready = unsafe { libc::poll(&mut fd, 1, wait.as_millis().max(1) as libc::c_int) };
+            if ready > 0 {
+                let mut value = 0u64;
+                // SAFETY: reading the 8-byte counter into a u64 we own (resets it).
+                unsafe { libc::read(self.event.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+                return true;
+            }
+        }
     }
 }
 
-/// One nanosleep of at most `duration`; a signal ends it early (no restart).
-fn sleep_once(duration: Duration) {
-    let request = libc::timespec { tv_sec: duration.as_secs() as libc::time_t, tv_nsec: duration.subsec_nanos() as _ };
-    // SAFETY: a valid timespec; no remainder is asked for.
-    unsafe { libc::nanosleep(&request, std::ptr::null_mut()) };
+/// The Sleep port of every vCPU.
+pub struct SleepDevice {
+    parkers: Vec<Parker>,
+    deadline: Instant,
+    requests: AtomicU64,
+    slept_ns: AtomicU64,
+}
+
+impl SleepDevice {
+    pub fn new(cpus: usize, deadline: Instant) -> Result<SleepDevice> {
+        let parkers = (0..cpus.max(1)).map(|_| Parker::new()).collect::<Result<_>>()?;
+        Ok(SleepDevice { parkers, deadline, requests: AtomicU64::new(0), slept_ns: AtomicU64::new(0) })
+    }
+
+    /// The parker of vCPU `cpu`, to wake it from another thread.
+    pub fn parker(&self, cpu: usize) -> Option<&Parker> {
+        self.parkers.get(cpu)
+    }
+
+    /// How many parks the guest asked for, and how long its vCPUs slept in total.
+    pub fn totals(&self) -> (u64, Duration) {
+        (self.requests.load(Ordering::Relaxed), Duration::from_nanos(self.slept_ns.load(Ordering::Relaxed)))
+    }
+
+    /// Parks vCPU `cpu` for `micros` (or until the deadline, a wake or an interruption).
+    pub fn sleep(&self, cpu: usize, micros: u32) {
+        let Some(parker) = self.parkers.get(cpu) else { return };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let until = (started + Duration::from_micros(u64::from(micros))).min(self.deadline);
+        crate::vmm::kick::paused(|| parker.park(until));
+        self.slept_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Device for SleepDevice {
+    fn write(&self, _port: u16, data: &[u8], access: &Access) -> PortAction {
+        // The run loop checks the deadline and interruptions when the guest resumes.
+        self.sleep(access.cpu, port_value(data));
+        PortAction::Continue
+    }
 }
 
 #[cfg(test)]
@@ -49,14 +112,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sleeps_the_time_asked_but_never_past_the_deadline() {
-        let mut sleeper = Sleeper::default();
+    fn sleeps_the_time_asked_but_never_past_the_deadline_and_wakes_early() {
         let started = Instant::now();
-        sleeper.sleep(20_000, started + Duration::from_secs(5));
+        let device = SleepDevice::new(2, started + Duration::from_secs(5)).unwrap();
+        device.sleep(0, 20_000);
         assert!(started.elapsed() >= Duration::from_millis(20));
+        let short = SleepDevice::new(1, Instant::now() + Duration::from_millis(30)).unwrap();
         let started = Instant::now();
-        sleeper.sleep(5_000_000, started + Duration::from_millis(30));
+        short.sleep(0, 5_000_000);
         assert!(started.elapsed() < Duration::from_secs(1), "the deadline ends the sleep");
-        assert_eq!(sleeper.requests, 2);
+        std::thread::scope(|scope| {
+            let started = Instant::now();
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                device.parker(1).unwrap().wake();
+            });
+            device.sleep(1, 3_000_000);
+            assert!(started.elapsed() < Duration::from_secs(2), "a wake ends the sleep");
+        });
+        assert_eq!(device.totals().0, 2);
     }
 }
