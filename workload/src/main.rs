@@ -2,8 +2,8 @@
 //! in the micro-VM. Each subcommand prints its human output, then one last line
 //! `CVM-RESULT {json}` with its own figures.
 //!
-//! Single-threaded and limited to ordinary system calls on purpose: the builtin guest kernel
-//! serves the same file.
+//! Limited to ordinary system calls on purpose: the builtin guest kernel serves the same file.
+//! Only `cpu N T` with T > 1 starts threads (std::thread: clone, futex, mmap'd stacks).
 
 mod json;
 mod probe;
@@ -13,20 +13,22 @@ use std::time::Instant;
 
 use json::JsonObject;
 
-const USAGE: &str = "usage: cvm-workload hello | cpu [ROUNDS] | mem [MIB] | syscall [COUNT] | idle [SECONDS] | probe";
+const USAGE: &str =
+    "usage: cvm-workload hello | cpu [ROUNDS [THREADS]] | mem [MIB] | syscall [COUNT] | idle [SECONDS] | probe";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map(String::as_str).unwrap_or("hello");
-    let number = |default: u64| -> u64 {
-        match args.get(1) {
+    let nth = |index: usize, default: u64| -> u64 {
+        match args.get(index) {
             None => default,
             Some(text) => text.parse().unwrap_or_else(|_| fail(&format!("not a number: {text}"))),
         }
     };
+    let number = |default: u64| nth(1, default);
     let result = match name {
         "hello" => hello(),
-        "cpu" => cpu(number(200_000)),
+        "cpu" => cpu(number(200_000), nth(2, 1)),
         "mem" => mem(number(32)),
         "syscall" => syscall(number(20_000)),
         "idle" => idle(number(10)),
@@ -53,24 +55,60 @@ fn hello() -> JsonObject {
 }
 
 /// Fixed CPU-bound work: SHA-256 over a 64-byte block, `rounds` times, each round hashing the
-/// previous digest. No system calls inside the timed loop.
-fn cpu(rounds: u64) -> JsonObject {
+/// previous digest, on each of `threads` threads at once (thread i starts from block [i, 0, ...],
+/// so every thread does different work of the same size). No system calls inside the timed
+/// loop; throughput counts the rounds of all threads.
+fn cpu(rounds: u64, threads: u64) -> JsonObject {
+    const MAX_THREADS: u64 = 64;
+    if !(1..=MAX_THREADS).contains(&threads) {
+        fail(&format!("cpu: THREADS must be 1 to {MAX_THREADS}, not {threads}"));
+    }
     let start = Instant::now();
+    let chains: Vec<[u8; 64]> = if threads == 1 {
+        vec![hash_chain(0, rounds)]
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|index| {
+                    std::thread::Builder::new()
+                        .stack_size(64 << 10)
+                        .spawn_scoped(scope, move || hash_chain(index as u8, rounds))
+                        .unwrap_or_else(|error| fail(&format!("cpu: cannot start a thread: {error}")))
+                })
+                .collect();
+            workers.into_iter().map(|worker| worker.join().unwrap_or_else(|_| fail("cpu: a thread failed"))).collect()
+        })
+    };
+    let elapsed_ns = start.elapsed().as_nanos() as u64;
+    let total = rounds * threads;
+    let per_second = total as f64 * 1e9 / elapsed_ns.max(1) as f64;
+    let mut checksum = [0u8; 8];
+    for chain in &chains {
+        for (sum, byte) in checksum.iter_mut().zip(chain) {
+            *sum ^= byte;
+        }
+    }
+    let on = if threads == 1 { String::new() } else { format!(" on {threads} threads") };
+    println!("cpu: {total} SHA-256 rounds{on} in {:.3} ms ({per_second:.0} rounds/s)", ms(elapsed_ns));
+    let mut result = JsonObject::new("cpu");
+    result.int("iterations", total);
+    result.int("threads", threads);
+    result.int("elapsed_ns", elapsed_ns);
+    result.float("ops_per_sec", per_second);
+    result.str("checksum", &hex(&checksum));
+    result
+}
+
+/// `rounds` chained SHA-256 rounds starting from a block whose first byte is `seed`.
+fn hash_chain(seed: u8, rounds: u64) -> [u8; 64] {
     let mut block = [0u8; 64];
+    block[0] = seed;
     for round in 0..rounds {
         let digest = sha256::digest(&block);
         block[..32].copy_from_slice(&digest);
         block[32..40].copy_from_slice(&round.to_le_bytes());
     }
-    let elapsed_ns = start.elapsed().as_nanos() as u64;
-    let per_second = rounds as f64 * 1e9 / elapsed_ns.max(1) as f64;
-    println!("cpu: {rounds} SHA-256 rounds in {:.3} ms ({per_second:.0} rounds/s)", ms(elapsed_ns));
-    let mut result = JsonObject::new("cpu");
-    result.int("iterations", rounds);
-    result.int("elapsed_ns", elapsed_ns);
-    result.float("ops_per_sec", per_second);
-    result.str("checksum", &hex(&block[..8]));
-    result
+    block
 }
 
 /// Allocates `mib` MiB and writes one byte in every 4 KiB page, so each page is faulted in.
