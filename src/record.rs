@@ -186,6 +186,8 @@ pub struct OutputSizes {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct GuestStats {
+    /// The VM's virtual CPUs (`--cpus`; 1 by default).
+    pub vcpus: u64,
     /// VM exits by reason (io, mmio, hlt, shutdown, ...).
     pub exits: BTreeMap<String, u64>,
     /// System calls the guest kernel served, by name.

@@ -13,12 +13,10 @@ use cvm::elf::ElfFile;
 use cvm::explain::Narrator;
 use cvm::vmm::builder::{self, VmPlan, VmRequest};
 use cvm::vmm::devices::Devices;
-use cvm::vmm::exits::ExitCounts;
-use cvm::vmm::kick::{VcpuKicker, KICK_PERIOD};
 use cvm::vmm::layout::USER_BASE;
 use cvm::vmm::loader::{self, ProgramLayout};
 use cvm::vmm::memory::GuestRam;
-use cvm::vmm::vcpu;
+use cvm::vmm::run;
 
 const FILES: usize = 1500;
 const RAM: u64 = 64 << 20;
@@ -102,6 +100,7 @@ fn mutated_programs_never_panic_or_wrap_in_the_reader_and_loader_with_kvm() {
             kernel: cvm::embedded::GUEST_KERNEL_ELF,
             program: &elf,
             ram_bytes: RAM,
+            cpus: 1,
             args: vec!["/fuzzed".into(), "hello".into()],
             env: vec![],
             hostname: "fuzz".into(),
@@ -110,10 +109,8 @@ fn mutated_programs_never_panic_or_wrap_in_the_reader_and_loader_with_kvm() {
         let mut vm = builder::build(&plan, &Narrator::new(false)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(1);
         let devices = Devices::builtin(1, false, deadline).unwrap();
-        let _kicker = VcpuKicker::start(KICK_PERIOD).unwrap();
-        let mut exits = ExitCounts::default();
         // Any way the run ends is fine; an error of the VMM itself or a hang is not.
-        vcpu::run(&mut vm.vcpu, 0, &devices.bus, &vm.ram, deadline, &mut exits).unwrap();
+        run::run_all(&mut vm.vcpus, &vm.ram, &devices, deadline).unwrap();
         booted += 1;
     }
     eprintln!("{FILES} mutated files: {accepted} passed the checks, {booted} booted, in {:?}", started.elapsed());

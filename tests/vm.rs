@@ -19,9 +19,7 @@ use cvm::record::{Outcome, RuntimeKind};
 use cvm::runtime::{self, RunSpec};
 use cvm::vmm::builder::{self, VmPlan, VmRequest};
 use cvm::vmm::devices::{lock, Devices};
-use cvm::vmm::exits::ExitCounts;
-use cvm::vmm::kick::{VcpuKicker, KICK_PERIOD};
-use cvm::vmm::{vcpu, VmStop};
+use cvm::vmm::{run, VmStop};
 
 /// The tests of this file run one at a time: the resource test counts the whole process's
 /// descriptors and threads, which a concurrent test would disturb.
@@ -187,7 +185,8 @@ fn vm_refuses_unsupported_options_with_one_line_with_kvm() {
         return;
     }
     for (args, expected) in [
-        (&["--cpus", "2", "hello"][..], "one vCPU"),
+        (&["--cpus", "1.5", "hello"][..], "whole vCPUs"),
+        (&["--kernel", "/nonexistent/vmlinux", "--cpus", "2", "hello"], "one vCPU"),
         (&["--kernel", "/nonexistent/vmlinux", "hello"], "cannot read the kernel image"),
         (&["--memory", "1M", "hello"], "too small"),
     ] {
@@ -342,6 +341,7 @@ fn run_kernel(image: &[u8], timeout: Duration) -> Ended {
         kernel: &kernel,
         program: cvm::embedded::WORKLOAD_ELF,
         ram_bytes: 16 << 20,
+        cpus: 1,
         args: vec!["/cvm-workload".into()],
         env: vec![],
         hostname: "test".into(),
@@ -349,10 +349,8 @@ fn run_kernel(image: &[u8], timeout: Duration) -> Ended {
     let plan = VmPlan::new(&request).unwrap();
     let mut vm = builder::build(&plan, &Narrator::new(false)).unwrap();
     let devices = Devices::builtin(1, false, Instant::now() + timeout).unwrap();
-    let mut exits = ExitCounts::default();
-    let _kicker = VcpuKicker::start(KICK_PERIOD).unwrap();
-    let stop = vcpu::run(&mut vm.vcpu, 0, &devices.bus, &vm.ram, Instant::now() + timeout, &mut exits).unwrap();
-    Ended { stop, exits: exits.to_map(), devices }
+    let outcome = run::run_all(&mut vm.vcpus, &vm.ram, &devices, Instant::now() + timeout).unwrap();
+    Ended { stop: outcome.stop, exits: outcome.exits.to_map(), devices }
 }
 
 const OUT_EXIT_42: &[u8] = &[0xb0, 42, 0xe6, 0xf4]; // mov al, 42; out 0xf4, al

@@ -16,12 +16,11 @@ use crate::program::Program;
 use crate::record::{GuestStats, Outcome, OwnMemory, RunRecord, RuntimeKind};
 use crate::vmm::builder::{self, MicroVm, VmPlan, VmRequest};
 use crate::vmm::devices::{lock, Devices};
-use crate::vmm::exits::ExitCounts;
-use crate::vmm::kick::{VcpuKicker, KICK_PERIOD};
 use crate::vmm::linux_boot::{self, LinuxImage};
 use crate::vmm::memory::GuestRam;
+use crate::vmm::run::{self, RunOutcome};
 use crate::vmm::syscall_names::syscall_name;
-use crate::vmm::{layout, loader, vcpu, VmStop};
+use crate::vmm::{layout, loader, VmStop};
 
 /// The host name the guest kernel reports: not the host's.
 pub const GUEST_HOSTNAME: &str = "cvm-vm";
@@ -44,11 +43,7 @@ impl Runtime for VmRuntime {
         if matches!(spec.program, Program::Image(_)) {
             bail!("{}", crate::program::IMAGE_RUNTIME_ONLY);
         }
-        if let Some(cpus) = spec.cpus {
-            if cpus != 1.0 {
-                bail!("the vm runtime has exactly one vCPU: --cpus {cpus} is not supported (use --cpus 1 or leave it out)");
-            }
-        }
+        vcpu_count(spec)?;
         let deadline = clock.started_at() + spec.timeout;
         let booted = match &spec.kernel {
             KernelChoice::Builtin => boot_builtin(spec, deadline)?,
@@ -56,6 +51,19 @@ impl Runtime for VmRuntime {
         };
         run_and_record(spec, clock, booted)
     }
+}
+
+/// `--cpus N` for a VM: N whole vCPUs, 1 to MAX_CPUS (a Linux image gets one).
+fn vcpu_count(spec: &RunSpec) -> Result<usize> {
+    let max = cvm_guest_abi::MAX_CPUS;
+    let Some(cpus) = spec.cpus else { return Ok(1) };
+    if cpus.fract() != 0.0 || !(1.0..=max as f64).contains(&cpus) {
+        bail!("--cpus {cpus}: a VM has whole vCPUs, from 1 to {max} (a container's --cpus may be a fraction)");
+    }
+    if matches!(spec.kernel, KernelChoice::Image(_)) && cpus != 1.0 {
+        bail!("--cpus {cpus}: a Linux kernel image is booted with one vCPU here");
+    }
+    Ok(cpus as usize)
 }
 
 /// A built VM, ready for `KVM_RUN`, with the devices its kernel expects.
@@ -72,11 +80,13 @@ fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
     let own_before = usage::resident();
     let program = spec.program.bytes()?;
     let ram_bytes = layout::ram_size(spec.memory_bytes)?;
+    let cpus = vcpu_count(spec)?;
     let request = VmRequest {
         kernel: embedded::GUEST_KERNEL_ELF,
         program: &program,
         program_file: shared_program_file(spec),
         ram_bytes,
+        cpus,
         args: guest_argv(spec),
         env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), "HOME=/".into()],
         hostname: GUEST_HOSTNAME.into(),
@@ -99,7 +109,13 @@ fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
          port access (console output, boot timer, exit) or a fault."
             .into()
     });
-    Ok(Booted { vm, devices: Devices::builtin(1, spec.echo_output, deadline)?, builtin: true, cpu_before, own_before })
+    Ok(Booted {
+        vm,
+        devices: Devices::builtin(cpus, spec.echo_output, deadline)?,
+        builtin: true,
+        cpu_before,
+        own_before,
+    })
 }
 
 /// The embedded workload's cache copy (the process runtime runs the same file), opened for the
@@ -143,13 +159,11 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
     let narrator = &spec.narrator;
     let setup = clock.now_ns();
     let ram_bytes = vm.ram.size();
-    let mut exits = ExitCounts::default();
+    let vcpus = vm.vcpus.len() as u64;
     let deadline = clock.started_at() + spec.timeout;
     usage::release_setup_memory();
-    let stop = {
-        let _kicker = VcpuKicker::start(KICK_PERIOD)?;
-        vcpu::run(&mut vm.vcpu, 0, &devices.bus, &vm.ram, deadline, &mut exits)?
-    };
+    let RunOutcome { stop, exits, others_user_ns, others_system_ns } =
+        run::run_all(&mut vm.vcpus, &vm.ram, &devices, deadline)?;
     let exited_at = Instant::now();
     let serial_first_output = lock(&devices.serial).first_output();
     let (console, console_bytes) = lock(&devices.serial).finish();
@@ -226,9 +240,10 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
         guest.map_or(0, |g| g.anonymous),
         guest.map_or(0, |g| g.touched.saturating_sub(g.anonymous)),
     );
-    record.cpu.user_ns = cpu_after.0.saturating_sub(cpu_before.0);
-    record.cpu.system_ns = cpu_after.1.saturating_sub(cpu_before.1);
-    record.guest = Some(GuestStats { exits: exits.to_map(), syscalls, unsupported_syscalls: unsupported });
+    // This thread (setup, vCPU 0, teardown) plus every other vCPU's thread.
+    record.cpu.user_ns = cpu_after.0.saturating_sub(cpu_before.0) + others_user_ns;
+    record.cpu.system_ns = cpu_after.1.saturating_sub(cpu_before.1) + others_system_ns;
+    record.guest = Some(GuestStats { vcpus, exits: exits.to_map(), syscalls, unsupported_syscalls: unsupported });
     if !builtin {
         record.notes.push(
             "a Linux kernel image was booted (PVH entry, serial console): it has no root file system here, so the \
@@ -280,6 +295,15 @@ fn guest_argv(spec: &RunSpec) -> Vec<String> {
 fn apply_stop(record: &mut RunRecord, stop: &VmStop, spec: &RunSpec) {
     let (outcome, exit_code, signal, reason) = match stop {
         VmStop::Exited { status } => (Outcome::Exited, *status, None, None),
+        VmStop::Signaled { signal } => (
+            Outcome::Signaled,
+            128 + signal,
+            Some(*signal),
+            Some(format!(
+                "the program was killed by {} ({signal}) in the guest",
+                super::supervise::signal_name(*signal)
+            )),
+        ),
         VmStop::ProgramFault { signal, reason } => {
             (Outcome::GuestProgramFault, 128 + signal, Some(*signal), Some(reason.clone()))
         }
@@ -315,6 +339,7 @@ fn describe(stop: &VmStop) -> String {
         VmStop::ProgramFault { reason, .. } | VmStop::KernelFault { reason } | VmStop::UnhandledDevice { reason } => {
             reason.clone()
         }
+        VmStop::Signaled { signal } => format!("the guest kernel reported the program killed by signal {signal}"),
         VmStop::TimedOut => "timed out".into(),
         VmStop::Interrupted { signal } => format!("interrupted by signal {signal}"),
     }

@@ -9,12 +9,12 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use cvm_guest_abi::{boot_flags, BootInfo};
+use cvm_guest_abi::{boot_flags, cpu_stack_top, BootInfo};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use super::cpu::GuestCpu;
-use super::layout::{BOOT_INFO_ADDR, KERNEL_BOOT_STACK_TOP, PAGE_SIZE, SYSCALL_COUNTS_ADDR, USER_STACK_SIZE};
+use super::layout::{BOOT_INFO_ADDR, PAGE_SIZE, SYSCALL_COUNTS_ADDR, USER_STACK_SIZE};
 use super::linux_boot::{self, LinuxImage};
 use super::loader::{self, ProgramLayout};
 use super::memory::GuestRam;
@@ -31,6 +31,8 @@ pub struct VmRequest<'a> {
     /// program's whole pages are mapped from it, shared with every other VM, not copied.
     pub program_file: Option<std::fs::File>,
     pub ram_bytes: u64,
+    /// vCPUs (1..=MAX_CPUS).
+    pub cpus: usize,
     /// argv, including argv[0].
     pub args: Vec<String>,
     pub env: Vec<String>,
@@ -55,9 +57,10 @@ impl<'a> VmPlan<'a> {
     }
 }
 
-/// A built VM, ready to run. Field order is drop order: vCPU, VM, KVM, then guest RAM.
+/// A built VM, ready to run. Field order is drop order: vCPUs, VM, KVM, then guest RAM.
 pub struct MicroVm {
-    pub vcpu: VcpuFd,
+    /// vCPU i at index i.
+    pub vcpus: Vec<VcpuFd>,
     _vm: VmFd,
     _kvm: Kvm,
     pub ram: GuestRam,
@@ -166,14 +169,25 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
     });
 
     let started = Instant::now();
-    let mut vcpu = vm.create_vcpu(0).context("creating the vCPU (KVM_CREATE_VCPU)")?;
+    let cpus = request.cpus.clamp(1, cvm_guest_abi::MAX_CPUS);
     let cpu = GuestCpu::from_host(&kvm)?;
-    cpu.configure(&vcpu)?;
-    let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
+    let mut vcpus = Vec::with_capacity(cpus);
+    for index in 0..cpus {
+        let vcpu = vm.create_vcpu(index as u64).with_context(|| format!("creating vCPU {index} (KVM_CREATE_VCPU)"))?;
+        cpu.configure(&vcpu, index)?;
+        vcpus.push(vcpu);
+    }
+    let tsc_khz = vcpus[0].get_tsc_khz().map(u64::from).unwrap_or(0);
     narrator.step(|| {
         format!(
-            "vm: created one virtual CPU and gave it the host CPU's CPUID minus AVX/XSAVE and the virtualization \
+            "vm: created {} and gave {} the host CPU's CPUID minus AVX/XSAVE and the virtualization \
              extensions the guest must not use{}{}.",
+            if cpus == 1 {
+                "one virtual CPU".to_string()
+            } else {
+                format!("{cpus} virtual CPUs (each one a thread of cvm)")
+            },
+            if cpus == 1 { "it" } else { "each" },
             if cpu.fsgsbase {
                 " (FSGSBASE kept, so the kernel can set a thread pointer without a privileged MSR write)"
             } else {
@@ -196,15 +210,21 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
         )
     });
 
-    regs::setup_long_mode(&vcpu, &ram, cr3, cpu.fsgsbase, kernel_entry, KERNEL_BOOT_STACK_TOP, BOOT_INFO_ADDR)?;
-    vcpu.set_kvm_immediate_exit(0);
+    for (index, vcpu) in vcpus.iter_mut().enumerate() {
+        let entry =
+            regs::Entry { rip: kernel_entry, rsp: cpu_stack_top(index), rdi: BOOT_INFO_ADDR, rsi: index as u64 };
+        regs::setup_long_mode(vcpu, &ram, cr3, cpu.fsgsbase, entry)?;
+        vcpu.set_kvm_immediate_exit(0);
+    }
     narrator.step(|| {
         format!(
-            "vm: set the vCPU's registers directly to 64-bit long mode (GDT, CR0.PG, CR4.PAE, EFER.LME, CR3 = the \
-             page tables) with RIP at the kernel's entry {kernel_entry:#x}: no BIOS, no bootloader, no real mode."
+            "vm: set the registers of {} directly to 64-bit long mode (GDT, CR0.PG, CR4.PAE, EFER.LME, CR3 = the \
+             page tables) with RIP at the kernel's entry {kernel_entry:#x}: no BIOS, no bootloader, no real mode{}.",
+            if cpus == 1 { "the vCPU" } else { "every vCPU" },
+            if cpus == 1 { "" } else { "; each gets its number in RSI and its own stack, and all start at once" }
         )
     });
-    Ok(MicroVm { vcpu, _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz })
+    Ok(MicroVm { vcpus, _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz })
 }
 
 /// Builds a VM that boots a Linux kernel image through its PVH entry (see `linux_boot`).
@@ -223,7 +243,7 @@ pub fn build_linux(image: &LinuxImage, ram_bytes: u64, cmdline: &str, narrator: 
     let vcpu = vm.create_vcpu(0).context("creating the vCPU (KVM_CREATE_VCPU)")?;
     let mut cpu = GuestCpu::from_host(&kvm)?;
     cpu.hide_cmpxchg16b();
-    cpu.configure(&vcpu)?;
+    cpu.configure(&vcpu, 0)?;
     let tsc_khz = vcpu.get_tsc_khz().map(u64::from).unwrap_or(0);
     regs::setup_pvh_entry(&vcpu, &ram, image.entry, start_info)?;
     narrator.step(|| {
@@ -231,7 +251,7 @@ pub fn build_linux(image: &LinuxImage, ram_bytes: u64, cmdline: &str, narrator: 
          off, as the PVH boot protocol asks; Linux builds its own page tables and switches to long mode itself."
             .into()
     });
-    Ok(MicroVm { vcpu, _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz })
+    Ok(MicroVm { vcpus: vec![vcpu], _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz })
 }
 
 /// " (took 0.42 ms)": how long a narrated step took, for students comparing the steps.
@@ -288,6 +308,7 @@ fn boot_info(plan: &VmPlan, user_stack_pointer: u64, fsgsbase: bool, tsc_khz: u6
     let layout = &plan.layout;
     let mut info = BootInfo::empty();
     info.flags = if fsgsbase { boot_flags::FSGSBASE } else { 0 };
+    info.cpus = plan.request.cpus.clamp(1, cvm_guest_abi::MAX_CPUS) as u32;
     info.ram_size = plan.request.ram_bytes;
     info.user_entry = layout.entry;
     info.user_stack_pointer = user_stack_pointer;
@@ -334,6 +355,7 @@ mod tests {
             kernel: embedded::GUEST_KERNEL_ELF,
             program: embedded::WORKLOAD_ELF,
             ram_bytes: 64 << 20,
+            cpus: 1,
             args: vec!["/cvm-workload".into(), "hello".into()],
             env: vec![],
             hostname: "cvm-vm".into(),

@@ -81,9 +81,17 @@ impl GuestCpu {
         }
     }
 
-    /// Gives the vCPU this CPUID and the boot MSRs.
-    pub fn configure(&self, vcpu: &VcpuFd) -> Result<()> {
-        vcpu.set_cpuid2(&self.cpuid).context("setting the vCPU's CPUID")?;
+    /// Gives vCPU number `index` this CPUID (with its own APIC id) and the boot MSRs.
+    pub fn configure(&self, vcpu: &VcpuFd, index: usize) -> Result<()> {
+        let mut cpuid = self.cpuid.clone();
+        for entry in cpuid.as_mut_slice().iter_mut() {
+            match entry.function {
+                1 => entry.ebx = (entry.ebx & 0x00ff_ffff) | ((index as u32) << 24),
+                0xb | 0x1f => entry.edx = index as u32,
+                _ => {}
+            }
+        }
+        vcpu.set_cpuid2(&cpuid).context("setting the vCPU's CPUID")?;
         let msrs = Msrs::from_entries(&[kvm_msr_entry {
             index: MSR_IA32_MISC_ENABLE,
             data: MISC_ENABLE_FAST_STRING,

@@ -15,6 +15,14 @@ use anyhow::{Context, Result};
 
 pub const KICK_PERIOD: Duration = Duration::from_millis(50);
 
+/// Sends the kick signal to `thread` now: its `KVM_RUN` (or park) returns at once.
+pub fn kick_thread(thread: libc::pthread_t) {
+    install_handler();
+    // SAFETY: the thread is a live vCPU thread of this process (run.rs joins them after);
+    // the signal's handler does nothing.
+    unsafe { libc::pthread_kill(thread, kick_signal()) };
+}
+
 /// The signal used to kick the vCPU out of `KVM_RUN`.
 fn kick_signal() -> libc::c_int {
     libc::SIGRTMIN() + 1
@@ -62,10 +70,24 @@ pub fn paused<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Makes this thread's next kick come no later than `when` (then every period again): how the
+/// guest's one-shot timer gets the vCPU out of `KVM_RUN` on time.
+pub fn next_no_later_than(when: std::time::Instant) {
+    if let Some((timer, period)) = ACTIVE.with(Cell::get) {
+        let first = when.saturating_duration_since(std::time::Instant::now()).clamp(Duration::from_micros(1), period);
+        arm_first(timer, first, period);
+    }
+}
+
 /// Sets `timer` to fire every `period` (zero: disarmed).
 fn arm(timer: libc::timer_t, period: Duration) -> bool {
-    let tick = libc::timespec { tv_sec: period.as_secs() as libc::time_t, tv_nsec: period.subsec_nanos() as _ };
-    let schedule = libc::itimerspec { it_interval: tick, it_value: tick };
+    arm_first(timer, period, period)
+}
+
+/// Sets `timer` to fire after `first`, then every `period` (zero first: disarmed).
+fn arm_first(timer: libc::timer_t, first: Duration, period: Duration) -> bool {
+    let spec = |d: Duration| libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos() as _ };
+    let schedule = libc::itimerspec { it_interval: spec(period), it_value: spec(first) };
     // SAFETY: `timer` is a live timer of this thread's kicker; `schedule` is valid for the call.
     unsafe { libc::timer_settime(timer, 0, &schedule, std::ptr::null_mut()) == 0 }
 }

@@ -12,8 +12,8 @@ use super::layout::{
 use super::memory::GuestRam;
 use crate::elf::ElfFile;
 
-/// Room kept free below [`KERNEL_BOOT_STACK_TOP`] for the kernel's boot stack.
-const KERNEL_BOOT_STACK_BYTES: u64 = 64 << 10;
+/// Room kept free below [`KERNEL_BOOT_STACK_TOP`] for the vCPUs' stacks.
+const KERNEL_BOOT_STACK_BYTES: u64 = KERNEL_BOOT_STACK_TOP - cvm_guest_abi::CPU_STACKS_BOTTOM;
 
 /// Where the program and its memory areas go in the guest address space.
 #[derive(Clone, Debug, PartialEq, Eq)]

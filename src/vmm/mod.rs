@@ -19,6 +19,7 @@ pub mod loader;
 pub mod memory;
 pub mod paging;
 pub mod regs;
+pub mod run;
 pub mod syscall_names;
 pub mod user_stack;
 pub mod vcpu;
@@ -30,6 +31,8 @@ pub enum VmStop {
     Exited { status: i32 },
     /// The program faulted; the guest kernel reported it (a crash, like `signal` on the host).
     ProgramFault { signal: i32, reason: String },
+    /// A signal's default action ended the program (kill, tgkill, abort), as on the host.
+    Signaled { signal: i32 },
     /// The guest kernel faulted, the VM triple-faulted, halted, or KVM could not run it.
     KernelFault { reason: String },
     /// The guest touched a port or address where there is no device.

@@ -81,15 +81,16 @@ fn gdt_bytes(code: &kvm_segment) -> Vec<u8> {
 }
 
 /// Writes the boot GDT and puts the vCPU in long mode at `entry` with `rsp` and `rdi`.
-pub fn setup_long_mode(
-    vcpu: &VcpuFd,
-    ram: &GuestRam,
-    cr3: u64,
-    fsgsbase: bool,
-    entry: u64,
-    stack: u64,
-    argument: u64,
-) -> Result<()> {
+/// Where a vCPU starts in long mode, and its first two arguments.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+}
+
+pub fn setup_long_mode(vcpu: &VcpuFd, ram: &GuestRam, cr3: u64, fsgsbase: bool, entry: Entry) -> Result<()> {
     let gdt = gdt_bytes(&code_segment());
     ram.write(BOOT_GDT_ADDR, &gdt)?;
     let mut sregs = vcpu.get_sregs().context("reading the vCPU's special registers")?;
@@ -106,7 +107,14 @@ pub fn setup_long_mode(
     sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if fsgsbase { CR4_FSGSBASE } else { 0 };
     sregs.efer = EFER_SCE | EFER_LME | EFER_LMA;
     vcpu.set_sregs(&sregs).context("putting the vCPU in 64-bit long mode")?;
-    let regs = kvm_regs { rip: entry, rsp: stack, rdi: argument, rflags: RFLAGS_RESERVED, ..Default::default() };
+    let regs = kvm_regs {
+        rip: entry.rip,
+        rsp: entry.rsp,
+        rdi: entry.rdi,
+        rsi: entry.rsi,
+        rflags: RFLAGS_RESERVED,
+        ..Default::default()
+    };
     vcpu.set_regs(&regs).context("setting the vCPU's registers")?;
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! The run loop: `KVM_RUN` until the guest ends the run, with every kind of VM exit handled
-//! and counted. Nothing the guest does can make this loop panic or spin forever: every exit
-//! either continues the guest or becomes a [`VmStop`] with a reason.
+//! One vCPU's run loop: `KVM_RUN` until the guest ends the run (or another vCPU does), with
+//! every kind of VM exit handled and counted, and the guest's timer interrupt injected when it
+//! is due. Nothing the guest does can make this loop panic or spin forever: every exit either
+//! continues the guest or becomes a [`VmStop`] with a reason.
 
 use std::time::Instant;
 
@@ -9,10 +10,60 @@ use kvm_bindings::{KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::bus::{Access, Bus, PortAction};
+use super::devices::timer::{TimerDevice, TIMER_VECTOR};
 use super::exits::{ExitCounts, ExitKind};
 use super::memory::GuestRam;
 use super::VmStop;
 use crate::interrupt;
+
+/// What one vCPU's loop works with.
+pub struct VcpuContext<'a> {
+    pub cpu: usize,
+    pub bus: &'a Bus,
+    pub ram: &'a GuestRam,
+    pub deadline: Instant,
+    /// The guest's one-shot timers, when the VM has them.
+    pub timer: Option<&'a TimerDevice>,
+    /// Set when another vCPU ended the run.
+    pub stopping: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+impl<'a> VcpuContext<'a> {
+    /// The only vCPU of a VM, without timers.
+    pub fn single(bus: &'a Bus, ram: &'a GuestRam, deadline: Instant) -> VcpuContext<'a> {
+        VcpuContext { cpu: 0, bus, ram, deadline, timer: None, stopping: None }
+    }
+}
+
+/// How soon to look again when the timer is due but the vCPU is in the guest kernel.
+const RETRY_INTERRUPT: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// True when the vCPU stopped in the program (at or above USER_BASE), where interrupts are
+/// always on: the program cannot turn them off. Without an in-kernel interrupt controller KVM
+/// injects what it is given even when the guest has interrupts off, and on PVM hosts neither
+/// `if_flag` nor RFLAGS.IF from `KVM_GET_REGS` tells (both read 0 in user mode), so the VMM
+/// injects only where it knows they are on; the guest kernel never runs up there.
+fn in_program(vcpu: &VcpuFd) -> Result<bool> {
+    let regs = vcpu.get_regs().context("reading the vCPU's registers (KVM_GET_REGS)")?;
+    Ok(regs.rip >= cvm_guest_abi::USER_BASE)
+}
+
+/// `KVM_INTERRUPT` (no in-kernel interrupt controller): queue `vector` for the vCPU. KVM
+/// delivers it once the guest has interrupts on; EEXIST means one is already queued.
+fn inject(vcpu: &VcpuFd, vector: u8) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
+    let irq: u32 = u32::from(vector);
+    // SAFETY: KVM_INTERRUPT reads one struct kvm_interrupt { __u32 irq } from the pointer.
+    let result = unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_INTERRUPT, &irq) };
+    if result < 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EEXIST) {
+            return Err(error).context("injecting the guest's timer interrupt (KVM_INTERRUPT)");
+        }
+    }
+    Ok(())
+}
 
 const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const KVM_SYSTEM_EVENT_RESET: u32 = 2;
@@ -29,22 +80,32 @@ enum Pending {
     Hlt,
 }
 
-/// Runs vCPU number `cpu` until the run ends; counts exits by kind into `exits`.
-pub fn run(
-    vcpu: &mut VcpuFd,
-    cpu: usize,
-    bus: &Bus,
-    ram: &GuestRam,
-    deadline: Instant,
-    exits: &mut ExitCounts,
-) -> Result<VmStop> {
+/// Runs one vCPU until the run ends; counts exits by kind into `exits`. None: another vCPU
+/// ended the run.
+pub fn run(vcpu: &mut VcpuFd, context: &VcpuContext, exits: &mut ExitCounts) -> Result<Option<VmStop>> {
+    let VcpuContext { cpu, bus, ram, deadline, timer, stopping } = *context;
     let mut count = |kind: ExitKind| exits.count(kind);
+    let mut interrupt_due = false;
     loop {
-        if let Some(signal) = interrupt::requested() {
-            return Ok(VmStop::Interrupted { signal });
+        if stopping.is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Acquire)) {
+            return Ok(None);
         }
-        if Instant::now() >= deadline {
-            return Ok(VmStop::TimedOut);
+        if let Some(signal) = interrupt::requested() {
+            return Ok(Some(VmStop::Interrupted { signal }));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(Some(VmStop::TimedOut));
+        }
+        if timer.is_some_and(|timer| timer.take_due(cpu, now)) {
+            interrupt_due = true;
+        }
+        if interrupt_due && in_program(vcpu)? {
+            inject(vcpu, TIMER_VECTOR)?;
+            interrupt_due = false;
+        } else if interrupt_due {
+            // In the guest kernel, perhaps with interrupts off: try again very soon.
+            super::kick::next_no_later_than(now + RETRY_INTERRUPT);
         }
         let pending = match vcpu.run() {
             Ok(exit) => {
@@ -112,32 +173,27 @@ pub fn run(
             Err(error) if error.errno() == libc::EAGAIN => Pending::Continue,
             Err(error) => return Err(error).context("running the vCPU (KVM_RUN)"),
         };
-        match pending {
-            Pending::Continue => {}
-            Pending::Stop(stop) => return Ok(stop),
-            Pending::Hlt => {
-                return Ok(VmStop::KernelFault {
-                    reason: format!(
-                        "the guest kernel halted the CPU (hlt{}) and nothing can wake it: this VM has no interrupts",
-                        where_(vcpu)
-                    ),
-                })
-            }
-            Pending::Shutdown => {
-                return Ok(VmStop::KernelFault {
-                    reason: format!(
-                        "the VM shut down (triple fault{}): the guest kernel hit an exception it could not handle",
-                        where_(vcpu)
-                    ),
-                })
-            }
-            Pending::InternalError => return Ok(VmStop::KernelFault { reason: internal_error(vcpu, ram) }),
-            Pending::FailEntry(reason) => {
-                return Ok(VmStop::KernelFault {
-                    reason: format!("KVM could not enter the guest (hardware entry failure reason {reason:#x})"),
-                })
-            }
-        }
+        let stop = match pending {
+            Pending::Continue => continue,
+            Pending::Stop(stop) => stop,
+            Pending::Hlt => VmStop::KernelFault {
+                reason: format!(
+                    "the guest kernel halted the CPU (hlt{}) and nothing will wake it: cvm's guest kernel parks through the Sleep port instead",
+                    where_(vcpu)
+                ),
+            },
+            Pending::Shutdown => VmStop::KernelFault {
+                reason: format!(
+                    "the VM shut down (triple fault{}): the guest kernel hit an exception it could not handle",
+                    where_(vcpu)
+                ),
+            },
+            Pending::InternalError => VmStop::KernelFault { reason: internal_error(vcpu, ram) },
+            Pending::FailEntry(reason) => VmStop::KernelFault {
+                reason: format!("KVM could not enter the guest (hardware entry failure reason {reason:#x})"),
+            },
+        };
+        return Ok(Some(stop));
     }
 }
 

@@ -15,9 +15,11 @@
 //! - the kernel ELF is loaded at its physical addresses (linked at [`KERNEL_BASE`]);
 //! - the program ELF is loaded (ET_EXEC at its addresses, static-pie ET_DYN at
 //!   [`PIE_LOAD_BIAS`]) and its initial stack (argc, argv, envp, auxv, AT_RANDOM bytes) is built;
-//! - the vCPU starts in 64-bit long mode, CPL0, interrupts off, paging on, `CR4.FSGSBASE` set
-//!   when the CPU has it, `EFER.SCE` set, `RIP` = kernel ELF entry, `RSP` = [`KERNEL_BOOT_STACK_TOP`],
-//!   `RDI` = [`BOOT_INFO_ADDR`]. The kernel installs its own GDT, IDT, TSS and syscall MSRs.
+//! - every vCPU (there are [`BootInfo::cpus`], at most [`MAX_CPUS`]) starts at the same time in
+//!   64-bit long mode, CPL0, interrupts off, paging on, `CR4.FSGSBASE` set when the CPU has it,
+//!   `EFER.SCE` set, `RIP` = kernel ELF entry, `RSP` = [`cpu_stack_top`] of its number,
+//!   `RDI` = [`BOOT_INFO_ADDR`], `RSI` = its number (0 is the boot CPU). The kernel installs
+//!   its own GDT, IDT, TSS and syscall MSRs on each.
 //!
 //! # Ports (all `out` instructions; 32-bit values unless noted)
 //!
@@ -29,6 +31,8 @@
 //! | 0x500 | [`port::CONSOLE_WRITE`] | guest-physical address of a [`ConsoleWrite`] |
 //! | 0x501 | [`port::GUEST_FAULT`] | guest-physical address of a [`FaultReport`]; ends the run |
 //! | 0x502 | [`port::SLEEP`] | microseconds the vCPU has nothing to do: the VMM parks its thread |
+//! | 0x503 | [`port::WAKE`] | a vCPU number: ends that vCPU's park (work arrived for it) |
+//! | 0x504 | [`port::TIMER`] | microseconds until this vCPU gets interrupt [`TIMER_VECTOR`] (0: none) |
 #![no_std]
 
 /// The VMM's boot GDT (null, 64-bit code 0x08, data 0x10, TSS 0x18), valid only until the
@@ -45,6 +49,19 @@ pub const PAGE_TABLES_END: u64 = 0x10_0000;
 pub const KERNEL_BASE: u64 = 0x10_0000;
 /// The kernel's boot stack grows down from here (the kernel may switch to its own).
 pub const KERNEL_BOOT_STACK_TOP: u64 = 0x40_0000;
+/// Most vCPUs a VM has.
+pub const MAX_CPUS: usize = 8;
+/// Each vCPU's stacks take this much below [`KERNEL_BOOT_STACK_TOP`], vCPU 0 at the top.
+pub const CPU_STACKS_SIZE: u64 = 0x1_0000;
+/// Lowest address of the vCPUs' stacks: the kernel image must end below it.
+pub const CPU_STACKS_BOTTOM: u64 = KERNEL_BOOT_STACK_TOP - MAX_CPUS as u64 * CPU_STACKS_SIZE;
+/// The interrupt vector of the per-vCPU timer ([`port::TIMER`]).
+pub const TIMER_VECTOR: u8 = 0x20;
+
+/// Where vCPU `cpu`'s boot and system-call stack starts (grows down).
+pub const fn cpu_stack_top(cpu: usize) -> u64 {
+    KERNEL_BOOT_STACK_TOP - cpu as u64 * CPU_STACKS_SIZE
+}
 /// First user address: everything from here to the end of RAM is user memory.
 pub const USER_BASE: u64 = 0x40_0000;
 /// Where a static-pie (ET_DYN) program is loaded.
@@ -69,8 +86,15 @@ pub mod port {
     pub const GUEST_FAULT: u16 = 0x501;
     /// The guest has nothing to run for this many microseconds (32-bit): the VMM puts the vCPU
     /// thread to sleep instead of letting the guest spin. It may return earlier (the run's
-    /// deadline, Ctrl-C); the guest checks its clock and asks again.
+    /// deadline, Ctrl-C, a [`WAKE`] from another vCPU); the guest checks its clock and its run
+    /// queue and asks again.
     pub const SLEEP: u16 = 0x502;
+    /// Ends the park of the vCPU whose number is written (it has work now).
+    pub const WAKE: u16 = 0x503;
+    /// In this many microseconds, interrupt this vCPU with [`super::TIMER_VECTOR`] (a one-shot
+    /// timer, like a TSC-deadline timer); 0 cancels. The interrupt waits while the guest runs
+    /// with interrupts off (in its kernel) and arrives when it returns to the program.
+    pub const TIMER: u16 = 0x504;
 }
 
 /// Codes written to [`port::BOOT_TIMER`] (as Cloud Hypervisor's debug port does).
@@ -93,7 +117,8 @@ pub mod boot_flags {
 pub struct BootInfo {
     pub magic: u64,
     pub flags: u32,
-    pub _reserved: u32,
+    /// How many vCPUs the VM has (1..=[`MAX_CPUS`]).
+    pub cpus: u32,
     pub ram_size: u64,
     /// The program's entry point (load bias applied).
     pub user_entry: u64,
@@ -123,7 +148,7 @@ impl BootInfo {
         BootInfo {
             magic: BOOT_INFO_MAGIC,
             flags: 0,
-            _reserved: 0,
+            cpus: 1,
             ram_size: 0,
             user_entry: 0,
             user_stack_pointer: 0,
@@ -168,6 +193,9 @@ pub mod fault_kind {
     pub const PROGRAM: u32 = 1;
     /// The guest kernel itself faulted.
     pub const KERNEL: u32 = 2;
+    /// A signal's default action ended the program (kill, tgkill, abort): exit status
+    /// 128 + signal, as a process killed by that signal.
+    pub const SIGNALED: u32 = 3;
 }
 
 /// Argument of [`port::GUEST_FAULT`].

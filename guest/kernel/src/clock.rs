@@ -1,15 +1,14 @@
-//! Clocks from the TSC: `clock_gettime`, `gettimeofday`, `time`, `nanosleep` (which parks the
-//! vCPU in the VMM instead of spinning).
+//! Clocks from the TSC: `clock_gettime`, `gettimeofday`, `time`, and when a `nanosleep` ends
+//! (the sleep itself is the scheduler's: the vCPU runs other threads or parks in the VMM).
 //!
 //! ns = (tsc - tsc_at_boot) * mult >> 32, with mult = 10^6 * 2^32 / tsc_khz computed once at
 //! boot: integer only, one multiply per read. Wall-clock time is the host's realtime at boot
-//! (from BootInfo) plus that. The CPU-time clocks equal the monotonic one: the program is the
-//! only thing running.
-
-use cvm_guest_abi::port;
+//! (from BootInfo) plus that. Every vCPU reads the same TSC (KVM keeps the vCPUs' TSCs in
+//! step), so the clocks agree across vCPUs. The CPU-time clocks equal the monotonic one (not
+//! per thread: an honest simplification).
 
 use crate::cpu::rdtsc;
-use crate::errno::{SysResult, EINVAL};
+use crate::errno::{Errno, SysResult, EINVAL};
 use crate::global::Global;
 use crate::user;
 
@@ -98,46 +97,30 @@ pub fn time(out: u64) -> SysResult {
     Ok(seconds)
 }
 
-/// Waits until the monotonic clock reaches `deadline`. Under cvm's VMM the vCPU is parked:
-/// the kernel tells the VMM how long it has nothing to do (port SLEEP) and the VMM sleeps the
-/// vCPU's thread, so an idle VM costs the host no CPU. The TSC runs on meanwhile, so the clock
-/// is right when the guest wakes. Elsewhere (QEMU) there is no such port: the kernel watches
-/// the clock, as it must without timer interrupts. The last microsecond is always watched.
-fn sleep_until(deadline: u64) {
-    loop {
-        let now = monotonic_ns();
-        if now >= deadline {
-            return;
-        }
-        let micros = (deadline - now) / 1000;
-        if micros > 0 && crate::console::hypercalls() {
-            crate::cpu::out32(port::SLEEP, micros.min(u64::from(u32::MAX)) as u32);
-        } else {
-            core::hint::spin_loop();
-        }
-    }
-}
-
-pub fn nanosleep(request: u64, remaining: u64) -> SysResult {
+/// The monotonic time a `nanosleep(request, remaining)` ends. The caller blocks until then
+/// (sched.rs: the vCPU runs other threads or parks in the VMM). `remaining` is only written
+/// when a sleep is interrupted, which never happens here.
+pub fn nanosleep_deadline(request: u64, _remaining: u64) -> Result<u64, Errno> {
     let [seconds, nanos]: [u64; 2] = user::read(request)?;
     if nanos >= NS_PER_SEC || seconds > i64::MAX as u64 {
         return Err(EINVAL);
     }
-    sleep_until(monotonic_ns().saturating_add(seconds.saturating_mul(NS_PER_SEC)).saturating_add(nanos));
-    user::write_optional(remaining, [0u64; 2])?;
-    Ok(0)
+    Ok(monotonic_ns().saturating_add(seconds.saturating_mul(NS_PER_SEC)).saturating_add(nanos))
 }
 
 const TIMER_ABSTIME: u64 = 1;
 
-pub fn clock_nanosleep(id: u64, flags: u64, request: u64, remaining: u64) -> SysResult {
+/// The same for `clock_nanosleep(id, flags, request, remaining)`: relative, or with
+/// TIMER_ABSTIME a point on clock `id`.
+pub fn clock_nanosleep_deadline(id: u64, flags: u64, request: u64, remaining: u64) -> Result<u64, Errno> {
     let now = read_clock(id).ok_or(EINVAL)?;
     if flags & TIMER_ABSTIME == 0 {
-        return nanosleep(request, remaining);
+        return nanosleep_deadline(request, remaining);
     }
     let [seconds, nanos]: [u64; 2] = user::read(request)?;
+    if nanos >= NS_PER_SEC {
+        return Err(EINVAL);
+    }
     let target = seconds.saturating_mul(NS_PER_SEC).saturating_add(nanos);
-    let wait = target.saturating_sub(now);
-    sleep_until(monotonic_ns().saturating_add(wait));
-    Ok(0)
+    Ok(monotonic_ns().saturating_add(target.saturating_sub(now)))
 }

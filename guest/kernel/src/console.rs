@@ -18,7 +18,6 @@ pub enum Backend {
 }
 
 static BACKEND: Global<Backend> = Global::new(Backend::Hypercall);
-static REQUEST: Global<ConsoleWrite> = Global::new(ConsoleWrite { fd: 0, len: 0, addr: 0 });
 
 pub fn init(backend: Backend) {
     BACKEND.set(backend);
@@ -33,10 +32,11 @@ pub fn write(fd: u32, bytes: &[u8]) {
         Backend::Hypercall => {
             // Lengths beyond u32 go in pieces (the request's length field is 32-bit).
             for chunk in bytes.chunks(u32::MAX as usize) {
-                REQUEST.set(ConsoleWrite { fd, len: chunk.len() as u32, addr: chunk.as_ptr() as u64 });
-                // Guest RAM is identity-mapped and the kernel lives below 4 GiB, so the
+                // On this vCPU's stack: several vCPUs may write at once.
+                let request = ConsoleWrite { fd, len: chunk.len() as u32, addr: chunk.as_ptr() as u64 };
+                // Guest RAM is identity-mapped and the kernel's stacks live below 4 GiB, so the
                 // request's address is its guest-physical address and fits the port value.
-                out32(port::CONSOLE_WRITE, REQUEST.as_ptr() as u64 as u32);
+                out32(port::CONSOLE_WRITE, &request as *const ConsoleWrite as u64 as u32);
             }
         }
         Backend::Serial => serial_write(bytes),

@@ -1,24 +1,18 @@
-//! The CPU tables (GDT, TSS, IDT) and the system-call MSRs.
+//! The CPU tables (GDT, TSS, IDT) and the system-call MSRs, for every vCPU.
 //!
 //! Every instruction at boot costs about a microsecond on nested PVM hosts, so the tables are
-//! built at compile time: the IDT can be, because the exception stubs sit at a fixed address
-//! (see `entry.rs` and `linker.ld`); only the TSS address in the GDT is filled at run time.
+//! built at compile time: the IDT can be, because the entry stubs sit at a fixed address (see
+//! `entry.rs` and `linker.ld`). One GDT holds a TSS descriptor per vCPU; each vCPU fills in its
+//! own TSS descriptor, loads the shared tables, and points its LSTAR at its own `syscall`
+//! trampoline (which is how the syscall path knows which vCPU it runs on: `percpu.rs`).
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
 use core::mem::size_of;
 
-use cvm_guest_abi::{KERNEL_BASE, KERNEL_BOOT_STACK_TOP, PAGE_TABLES_ADDR, PAGE_TABLES_END};
+use cvm_guest_abi::{KERNEL_BASE, MAX_CPUS, PAGE_TABLES_ADDR, PAGE_TABLES_END, TIMER_VECTOR};
 
-/// The kernel stack for boot and system calls: the top 64 KiB of the boot-stack area the ABI
-/// reserves below USER_BASE.
-pub const KERNEL_STACK_TOP: u64 = KERNEL_BOOT_STACK_TOP;
-/// Exceptions from CPL3 (TSS.RSP0) get their own 64 KiB: on PVM the syscall handler itself
-/// counts as CPL3, and an exception there (the #GP and #UD tricks in entry.rs) must not land
-/// on the stack the handler is using.
-pub const EXCEPTION_STACK_TOP: u64 = KERNEL_STACK_TOP - 0x1_0000;
-/// A separate stack for #DF (IST1), so a kernel stack overflow is still reported.
-pub const DOUBLE_FAULT_STACK_TOP: u64 = EXCEPTION_STACK_TOP - 0x1_0000;
+use crate::percpu::{double_fault_stack_top, exception_stack_top};
 
 /// GDT selectors, laid out as Linux does so `STAR` works: `syscall` loads CS = 0x08,
 /// SS = 0x10; user data = STAR[63:48] + 8 = 0x2b, user code = STAR[63:48] + 16 = 0x33.
@@ -29,26 +23,29 @@ pub mod selector {
     pub const USER_BASE: u16 = 0x20 | 3;
     pub const USER_DATA: u16 = 0x28 | 3;
     pub const USER_CODE: u16 = 0x30 | 3;
+    /// vCPU i's TSS is at TSS + 16 * i (a 64-bit TSS descriptor takes two slots).
     pub const TSS: u16 = 0x38;
 }
 
-const GDT_ENTRIES: usize = 9;
-const TSS_SLOT: usize = (selector::TSS / 8) as usize;
+const TSS_FIRST_SLOT: usize = (selector::TSS / 8) as usize;
+const GDT_ENTRIES: usize = TSS_FIRST_SLOT + 2 * MAX_CPUS;
 
-/// Descriptors with the accessed bit preset, so the CPU never writes to the table.
-static GDT: Table<[u64; GDT_ENTRIES]> = Table(UnsafeCell::new([
-    0,
-    0x00af_9b00_0000_ffff, // 0x08 kernel code, 64-bit
-    0x00cf_9300_0000_ffff, // 0x10 kernel data
-    0,                     // 0x18 unused
-    0x00cf_fb00_0000_ffff, // 0x20 user code, 32-bit (only to anchor STAR's layout)
-    0x00cf_f300_0000_ffff, // 0x28 user data
-    0x00af_fb00_0000_ffff, // 0x30 user code, 64-bit
-    0,                     // 0x38 TSS, low half: filled by `init` (needs the TSS address)
-    0,                     // TSS, high half
-]));
+const fn build_gdt() -> [u64; GDT_ENTRIES] {
+    let mut gdt = [0; GDT_ENTRIES];
+    gdt[1] = 0x00af_9b00_0000_ffff; // 0x08 kernel code, 64-bit
+    gdt[2] = 0x00cf_9300_0000_ffff; // 0x10 kernel data
+    gdt[4] = 0x00cf_fb00_0000_ffff; // 0x20 user code, 32-bit (only to anchor STAR's layout)
+    gdt[5] = 0x00cf_f300_0000_ffff; // 0x28 user data
+    gdt[6] = 0x00af_fb00_0000_ffff; // 0x30 user code, 64-bit
+    gdt // TSS descriptors: filled by each vCPU's `init` (they need the TSS address)
+}
+
+/// Descriptors with the accessed bit preset, so the CPU never writes to the table (except the
+/// busy bit of each TSS descriptor, which `ltr` sets).
+static GDT: Table<[u64; GDT_ENTRIES]> = Table(UnsafeCell::new(build_gdt()));
 
 #[repr(C, packed)]
+#[derive(Clone, Copy)]
 struct TaskStateSegment {
     _reserved0: u32,
     rsp: [u64; 3],
@@ -59,18 +56,33 @@ struct TaskStateSegment {
     io_map_base: u16,
 }
 
-static TSS: Table<TaskStateSegment> = Table(UnsafeCell::new(TaskStateSegment {
-    _reserved0: 0,
-    rsp: [EXCEPTION_STACK_TOP, 0, 0],
-    _reserved1: 0,
-    ist: [DOUBLE_FAULT_STACK_TOP, 0, 0, 0, 0, 0, 0],
-    _reserved2: 0,
-    _reserved3: 0,
-    // No I/O permission bitmap: the program cannot use `in`/`out`.
-    io_map_base: size_of::<TaskStateSegment>() as u16,
-}));
+const fn build_tss(cpu: usize) -> TaskStateSegment {
+    TaskStateSegment {
+        _reserved0: 0,
+        rsp: [exception_stack_top(cpu), 0, 0],
+        _reserved1: 0,
+        ist: [double_fault_stack_top(cpu), 0, 0, 0, 0, 0, 0],
+        _reserved2: 0,
+        _reserved3: 0,
+        // No I/O permission bitmap: the program cannot use `in`/`out`.
+        io_map_base: size_of::<TaskStateSegment>() as u16,
+    }
+}
 
-const IDT_ENTRIES: usize = 32;
+const fn build_all_tss() -> [TaskStateSegment; MAX_CPUS] {
+    let mut all = [build_tss(0); MAX_CPUS];
+    let mut cpu = 0;
+    while cpu < MAX_CPUS {
+        all[cpu] = build_tss(cpu);
+        cpu += 1;
+    }
+    all
+}
+
+static TSS: Table<[TaskStateSegment; MAX_CPUS]> = Table(UnsafeCell::new(build_all_tss()));
+
+/// Exceptions 0-31 and interrupts 32-47, one 16-byte stub each (entry.rs).
+pub const IDT_ENTRIES: usize = 48;
 const STUB_SIZE: u64 = 16;
 const DOUBLE_FAULT: usize = 8;
 
@@ -96,12 +108,14 @@ const fn build_idt() -> [[u64; 2]; IDT_ENTRIES] {
     idt
 }
 
+const _: () = assert!((TIMER_VECTOR as usize) < IDT_ENTRIES);
+
 static IDT: Table<[[u64; 2]; IDT_ENTRIES]> = Table(UnsafeCell::new(build_idt()));
 
-/// A table the CPU reads (and, for the TSS descriptor, writes the busy bit of).
+/// A table the CPU reads (and, for a TSS descriptor, writes the busy bit of).
 struct Table<T>(UnsafeCell<T>);
-// SAFETY: written only by `init`, once, before anything else runs; afterwards only the CPU
-// touches it.
+// SAFETY: each vCPU writes only its own TSS descriptor, once, in `init`, before it loads it;
+// afterwards only the CPUs touch the tables.
 unsafe impl<T> Sync for Table<T> {}
 
 #[repr(C, packed)]
@@ -119,22 +133,23 @@ mod msr {
 /// RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC (as Linux does).
 const SYSCALL_FLAG_MASK: u64 = 0x4_7700;
 
-/// Installs GDT, TSS, IDT and the syscall MSRs. Runs once at boot, at CPL0.
-pub fn init() {
-    extern "C" {
-        fn syscall_entry();
-    }
-    let tss = TSS.0.get() as u64;
+/// Installs GDT, this vCPU's TSS, the IDT and the syscall MSRs. Runs once per vCPU, at boot,
+/// at CPL0.
+pub fn init(cpu: usize) {
+    let tss = TSS.0.get() as u64 + (cpu * size_of::<TaskStateSegment>()) as u64;
     let tss_limit = size_of::<TaskStateSegment>() as u64 - 1;
     let gdt = GDT.0.get();
-    // SAFETY: boot runs alone at CPL0; the tables are ours and stay alive forever. The
-    // far return reloads CS from the new GDT; the data selectors follow.
+    let slot = TSS_FIRST_SLOT + 2 * cpu;
+    let tss_selector = selector::TSS + 16 * cpu as u16;
+    // SAFETY: boot runs at CPL0; the tables are ours and stay alive forever; this vCPU's TSS
+    // slots are written by it alone. The far return reloads CS from the new GDT; the data
+    // selectors follow.
     unsafe {
-        (*gdt)[TSS_SLOT] = tss_limit
+        (*gdt)[slot] = tss_limit
             | (tss & 0xff_ffff) << 16
             | 0x89 << 40 // present, 64-bit TSS (available)
             | ((tss >> 24) & 0xff) << 56;
-        (*gdt)[TSS_SLOT + 1] = tss >> 32;
+        (*gdt)[slot + 1] = tss >> 32;
         let gdtr = DescriptorPointer { limit: (GDT_ENTRIES * 8 - 1) as u16, base: gdt as u64 };
         let idtr = DescriptorPointer { limit: (IDT_ENTRIES * 16 - 1) as u16, base: IDT.0.get() as u64 };
         asm!(
@@ -153,12 +168,12 @@ pub fn init() {
             idtr = in(reg) &idtr,
             code = const selector::KERNEL_CODE,
             data = in(reg) selector::KERNEL_DATA as u32,
-            tss = in(reg) selector::TSS,
+            tss = in(reg) tss_selector,
             tmp = out(reg) _,
         );
         let star = (selector::USER_BASE as u64) << 48 | (selector::KERNEL_CODE as u64) << 32;
         write_msr(msr::STAR, star);
-        write_msr(msr::LSTAR, syscall_entry as *const () as u64);
+        write_msr(msr::LSTAR, crate::entry::syscall_entry_of(cpu));
         write_msr(msr::SFMASK, SYSCALL_FLAG_MASK);
     }
 }
@@ -208,6 +223,57 @@ pub fn open_kernel_to_ring3() {
         }
         asm!("mov cr3, {}", in(reg) cr3, options(nostack));
     }
+}
+
+/// Reloads CR3, dropping this vCPU's cached translations. CPL0 only (an exception handler).
+pub fn reload_cr3() {
+    // SAFETY: rewriting CR3 with its own value changes no mapping; exception handlers run at
+    // real CPL0.
+    unsafe {
+        asm!("mov {tmp}, cr3", "mov cr3, {tmp}", tmp = out(reg) _, options(nostack));
+    }
+}
+
+/// The program's SSE and x87 state (FXSAVE layout, 512 bytes).
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FpuState(pub [u8; 512]);
+
+impl FpuState {
+    /// The state after `fninit` with SSE's default MXCSR (0x1f80): what a new program starts with.
+    pub const fn initial() -> FpuState {
+        let mut bytes = [0u8; 512];
+        bytes[0] = 0x7f; // FCW 0x037f
+        bytes[1] = 0x03;
+        bytes[24] = 0x80; // MXCSR 0x1f80
+        bytes[25] = 0x1f;
+        bytes[28] = 0xff; // MXCSR_MASK 0xffff
+        bytes[29] = 0xff;
+        FpuState(bytes)
+    }
+
+    /// Saves the registers the program left (the kernel itself never touches them).
+    pub fn save(&mut self) {
+        // SAFETY: fxsave64 writes 512 bytes to a 16-byte aligned buffer we own; it is allowed
+        // at every privilege level.
+        unsafe { asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack)) };
+    }
+
+    pub fn restore(&self) {
+        // SAFETY: fxrstor64 reads 512 bytes of a state saved by fxsave64 (or `initial`).
+        unsafe { asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack)) };
+    }
+}
+
+/// The program's FS base as it is now (it may have changed it itself with `wrfsbase`).
+pub fn read_fs_base(have_fsgsbase: bool, remembered: u64) -> u64 {
+    if !have_fsgsbase {
+        return remembered;
+    }
+    let value: u64;
+    // SAFETY: CR4.FSGSBASE is set (BootInfo says so); rdfsbase only reads FS.base.
+    unsafe { asm!("rdfsbase {}", out(reg) value, options(nomem, nostack)) };
+    value
 }
 
 /// # Safety

@@ -1,18 +1,73 @@
-//! Every way into and out of the kernel, in assembly: the boot entry, the exception stubs, the
-//! `syscall` entry and the jump to the program. This is the only file with assembly besides
-//! the one-instruction wrappers in `cpu.rs` and the PVH stub in `pvh.rs`.
+//! Every way into and out of the kernel, in assembly: the boot entry, the exception and
+//! interrupt stubs, each vCPU's `syscall` trampoline and the return to the program. This is the
+//! only file with assembly besides the one-instruction wrappers in `cpu.rs` and the PVH stub
+//! in `pvh.rs`.
+//!
+//! Every entry saves the program's registers in the same layout, a [`UserFrame`], so a system
+//! call, an interrupt or an exception can end in another thread: the scheduler copies another
+//! thread's frame over this one, and the common exit path restores it and `iretq`s into it.
 //!
 //! Rules this code follows because of nested PVM hosts (see README): the `syscall` path uses
 //! no privileged instruction (no `swapgs`, `wrmsr`, `cli`/`sti`, `hlt`, `sysretq`): it saves
-//! the user stack pointer in a static, switches to a fixed kernel stack and returns with
-//! `iretq`. What it cannot avoid (`out`, `wrmsr FS_BASE` without FSGSBASE) it reaches through
-//! the #GP and #UD handlers below, which run at real CPL0.
+//! the user stack pointer in its vCPU's own slot, switches to that vCPU's kernel stack and
+//! returns with `iretq`. What it cannot avoid (`out`, `wrmsr FS_BASE` without FSGSBASE) it
+//! reaches through the #GP and #UD handlers below, which run at real CPL0.
 
 use core::arch::global_asm;
 
-use crate::cpu::{selector, KERNEL_STACK_TOP};
+use crate::cpu::selector;
+use crate::percpu::{syscall_stack_top, FIRST_FRAME_SLOT};
 use crate::{fault, kernel_main, syscalls};
-use cvm_guest_abi::{boot_code, port};
+use cvm_guest_abi::{boot_code, port, CPU_STACKS_SIZE, KERNEL_BOOT_STACK_TOP, MAX_CPUS};
+
+/// The program's registers at the moment it entered the kernel, as the entry stubs push them
+/// (lowest address first). `vector` is the exception or interrupt number, or
+/// [`SYSCALL_VECTOR`] for a system call; `error_code` is the CPU's (0 when it pushes none).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct UserFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// `UserFrame::vector` of a system call (not an x86 vector).
+pub const SYSCALL_VECTOR: u64 = 0x100;
+/// RFLAGS of a program: IF set (the timer interrupt may preempt it), IOPL 0, bit 1 always on.
+pub const USER_RFLAGS: u64 = 0x202;
+
+impl UserFrame {
+    /// A thread about to start at `rip` with stack `rsp` and all other registers zero.
+    pub fn starting(rip: u64, rsp: u64) -> UserFrame {
+        UserFrame {
+            rip,
+            rsp,
+            cs: u64::from(selector::USER_CODE),
+            ss: u64::from(selector::USER_DATA),
+            rflags: USER_RFLAGS,
+            ..UserFrame::default()
+        }
+    }
+}
 
 extern "C" {
     /// Sets the FS base with `wrmsr` (value in RDI) by way of the `#UD` handler: executes
@@ -21,32 +76,38 @@ extern "C" {
     /// `out dx, eax` / `out dx, al` that also work from the syscall path on PVM (see #GP).
     pub fn port_out32(port: u32, value: u32);
     pub fn port_out8(port: u32, value: u32);
-    /// Drops to CPL3 at `entry` with `stack` (IF=0, all other registers zero). Never returns.
-    pub fn enter_program(entry: u64, stack: u64) -> !;
+    /// Restores the registers in `frame` and `iretq`s to the program. Never returns.
+    pub fn return_to_user(frame: *const UserFrame) -> !;
 }
 
-// The boot entry. The VMM starts us here in long mode with RDI = &BootInfo; the first thing
-// the host sees is the boot-timer code, then we run on our own stack.
+// The boot entry. The VMM starts every vCPU here in long mode with RDI = &BootInfo and RSI =
+// its number; only the boot vCPU reports to the boot timer. Each runs on its own stack, below
+// the slot for its first thread's frame.
 global_asm!(
     ".section .text.entry, \"ax\"",
     ".global _start",
     "_start:",
+    "    test esi, esi",
+    "    jnz 2f",
     "    mov al, {kernel_entered}",
     "    out {boot_timer}, al",
-    "    mov rsp, {stack_top}",
+    "2:  mov rax, rsi",
+    "    imul rax, rax, {stacks_size}",
+    "    mov rsp, {stacks_top} - {frame_slot}",
+    "    sub rsp, rax",
     "    jmp {kernel_main}",
     kernel_entered = const boot_code::KERNEL_ENTERED,
     boot_timer = const port::BOOT_TIMER,
-    stack_top = const KERNEL_STACK_TOP,
+    stacks_size = const CPU_STACKS_SIZE,
+    stacks_top = const KERNEL_BOOT_STACK_TOP,
+    frame_slot = const FIRST_FRAME_SLOT,
     kernel_main = sym kernel_main,
 );
 
-// Exception stubs: 32 slots of 16 bytes at KERNEL_BASE (the linker script puts this section
-// first), so `cpu.rs` can build the IDT at compile time. Each stub pushes a dummy error code
-// when the CPU pushes none, then its vector, so `exception_common` always sees the same frame.
-// Exception stubs: 32 slots of 16 bytes at KERNEL_BASE (the linker script puts this section
-// first), so `cpu.rs` can build the IDT at compile time. Each stub pushes a dummy error code
-// when the CPU pushes none, then its vector, so `exception_common` always sees the same frame.
+// Exception and interrupt stubs: 48 slots of 16 bytes at KERNEL_BASE (the linker script puts
+// this section first), so `cpu.rs` can build the IDT at compile time. Each stub pushes a dummy
+// error code when the CPU pushes none, then its vector, so `exception_common` always builds
+// the same frame.
 global_asm!(
     ".section .text.vectors, \"ax\"",
     ".macro vector_stub num, error_code",
@@ -94,7 +155,10 @@ global_asm!(
     "vector_stub 29, 1",
     "vector_stub 30, 1",
     "vector_stub 31, 0",
-    "    .org exception_vectors + 32 * 16",
+    ".irp num, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47",
+    "vector_stub \\num, 0",
+    ".endr",
+    "    .org exception_vectors + 48 * 16",
     // #UD: if it is our own `ud2` in set_fs_base_through_ud2, we are at real CPL0 here and
     // may use wrmsr (the syscall path may not). RAX/RCX/RDX are caller-saved around that
     // extern "C" call, so they are free to use. Anything else is a real #UD.
@@ -137,79 +201,141 @@ global_asm!(
     "4:  add rsp, 8", // the error code
     "    add qword ptr [rsp], 1",
     "    iretq",
-    // Frame: vector, error code, RIP, CS, RFLAGS, RSP, SS. The caller-saved registers are
-    // kept so that a handler that repaired the fault (see fault.rs) can return to it.
+    // The CPU pushed SS, RSP, RFLAGS, CS, RIP (and maybe an error code), the stub the rest of
+    // vector and error code: save every register into a UserFrame and let the handler decide
+    // whether to come back here, go on with another thread, or end the run.
     "exception_common:",
-    "    push rax",
-    "    push rcx",
-    "    push rdx",
-    "    push rsi",
     "    push rdi",
+    "    push rsi",
+    "    push rdx",
+    "    push rcx",
+    "    push rax",
     "    push r8",
     "    push r9",
     "    push r10",
     "    push r11",
-    "    lea rdi, [rsp + 72]",
+    "    push rbx",
     "    push rbp",
-    "    mov rbp, rsp",
-    "    and rsp, -16",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    mov rdi, rsp",
     "    call {handle_exception}",
-    "    mov rsp, rbp",
+    "    jmp return_from_frame",
+    handle_exception = sym fault::handle_exception,
+);
+
+// One `syscall` trampoline per vCPU (each vCPU's LSTAR points at its own): it saves the
+// program's RSP in the vCPU's slot, switches to the vCPU's kernel stack and builds the iretq
+// frame; `syscall_common` saves the rest as a UserFrame. RCX = user RIP, R11 = user RFLAGS.
+global_asm!(
+    ".section .text",
+    ".macro syscall_trampoline cpu",
+    ".global syscall_entry_\\cpu",
+    "syscall_entry_\\cpu:",
+    "    mov [rip + user_rsp_slots + \\cpu * 64], rsp",
+    "    mov rsp, {stacks_top} - \\cpu * {stacks_size}",
+    "    push {user_ss}",
+    "    push qword ptr [rip + user_rsp_slots + \\cpu * 64]",
+    "    jmp syscall_common",
+    ".endm",
+    ".irp cpu, 0, 1, 2, 3, 4, 5, 6, 7",
+    "syscall_trampoline \\cpu",
+    ".endr",
+    "syscall_common:",
+    "    push r11",
+    "    push {user_cs}",
+    "    push rcx",
+    "    push 0",
+    "    push {syscall_vector}",
+    "    push rdi",
+    "    push rsi",
+    "    push rdx",
+    "    push rcx",
+    "    push rax",
+    "    push r8",
+    "    push r9",
+    "    push r10",
+    "    push r11",
+    "    push rbx",
+    "    push rbp",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    mov rdi, rsp",
+    "    call {dispatch}",
+    "    jmp return_from_frame",
+    // RDI = a UserFrame anywhere on this vCPU's stacks (a thread's first entry).
+    ".global return_to_user",
+    "return_to_user:",
+    "    mov rsp, rdi",
+    "return_from_frame:",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
     "    pop rbp",
+    "    pop rbx",
     "    pop r11",
     "    pop r10",
     "    pop r9",
     "    pop r8",
-    "    pop rdi",
-    "    pop rsi",
-    "    pop rdx",
-    "    pop rcx",
     "    pop rax",
+    "    pop rcx",
+    "    pop rdx",
+    "    pop rsi",
+    "    pop rdi",
     "    add rsp, 16", // vector, error code
     "    iretq",
-    handle_exception = sym fault::handle_exception,
-);
-
-// The syscall entry (LSTAR). On entry RCX = user RIP, R11 = user RFLAGS, RSP = user stack,
-// CS/SS = kernel selectors from STAR. We build an iretq frame plus the saved argument
-// registers on the kernel stack (the layout of `SyscallFrame`), call the dispatcher, then
-// restore everything Linux preserves (all but RAX, RCX, R11) and return with iretq.
-global_asm!(
-    ".section .text",
-    ".global syscall_entry",
-    "syscall_entry:",
-    "    mov [rip + {user_rsp}], rsp",
-    "    mov rsp, {stack_top}",
-    "    push {user_ss}",
-    "    push qword ptr [rip + {user_rsp}]",
-    "    push r11",
-    "    push {user_cs}",
-    "    push rcx",
-    "    push rax",
-    "    push r9",
-    "    push r8",
-    "    push r10",
-    "    push rdx",
-    "    push rsi",
-    "    push rdi",
-    "    mov rdi, rsp",
-    "    call {dispatch}",
-    "    pop rdi",
-    "    pop rsi",
-    "    pop rdx",
-    "    pop r10",
-    "    pop r8",
-    "    pop r9",
-    "    add rsp, 8",
-    "    mov rcx, [rsp]",
-    "    mov r11, [rsp + 16]",
-    "    iretq",
-    user_rsp = sym syscalls::USER_RSP,
-    stack_top = const KERNEL_STACK_TOP,
+    ".section .data",
+    ".balign 64",
+    // Each vCPU's user RSP while it enters a system call; a cache line each.
+    "user_rsp_slots: .skip 64 * {max_cpus}",
+    stacks_top = const KERNEL_BOOT_STACK_TOP,
+    stacks_size = const CPU_STACKS_SIZE,
     user_ss = const selector::USER_DATA,
     user_cs = const selector::USER_CODE,
+    syscall_vector = const SYSCALL_VECTOR,
     dispatch = sym syscalls::dispatch,
+    max_cpus = const MAX_CPUS,
 );
+
+/// The address of vCPU `cpu`'s `syscall` trampoline, for its LSTAR.
+pub fn syscall_entry_of(cpu: usize) -> u64 {
+    extern "C" {
+        fn syscall_entry_0();
+        fn syscall_entry_1();
+        fn syscall_entry_2();
+        fn syscall_entry_3();
+        fn syscall_entry_4();
+        fn syscall_entry_5();
+        fn syscall_entry_6();
+        fn syscall_entry_7();
+    }
+    let entries: [unsafe extern "C" fn(); MAX_CPUS] = [
+        syscall_entry_0,
+        syscall_entry_1,
+        syscall_entry_2,
+        syscall_entry_3,
+        syscall_entry_4,
+        syscall_entry_5,
+        syscall_entry_6,
+        syscall_entry_7,
+    ];
+    entries[cpu.min(MAX_CPUS - 1)] as *const () as u64
+}
+
+/// True when `address` is the first instruction of a vCPU's `syscall` trampoline.
+pub fn is_syscall_entry(address: u64) -> bool {
+    (0..MAX_CPUS).any(|cpu| syscall_entry_of(cpu) == address)
+}
+
+/// Where a vCPU builds the frame of the first thread it runs: the top of its system-call stack.
+pub fn first_frame_address(cpu: usize) -> *mut UserFrame {
+    (syscall_stack_top(cpu) - core::mem::size_of::<UserFrame>() as u64) as *mut UserFrame
+}
 
 // Port output, the kernel's only way to talk to the VMM. Each `out` has a label the #GP
 // handler knows (see above). Arguments: EDI = port, ESI = value.
@@ -238,34 +364,8 @@ global_asm!(
     "fs_base_ud2:",
     "    ud2",
     "    ret",
-    ".global enter_program",
-    "enter_program:",
-    "    push {user_ss}",
-    "    push rsi",
-    "    push 2", // RFLAGS: IF=0 (no interrupts are used), IOPL=0
-    "    push {user_cs}",
-    "    push rdi",
-    "    mov al, {program_entered}",
-    "    out {boot_timer}, al",
-    // The ELF ABI wants RDX = 0 (no exit function); zero the rest so nothing leaks.
-    "    xor eax, eax",
-    "    xor ebx, ebx",
-    "    xor ecx, ecx",
-    "    xor edx, edx",
-    "    xor esi, esi",
-    "    xor edi, edi",
-    "    xor ebp, ebp",
-    "    xor r8d, r8d",
-    "    xor r9d, r9d",
-    "    xor r10d, r10d",
-    "    xor r11d, r11d",
-    "    xor r12d, r12d",
-    "    xor r13d, r13d",
-    "    xor r14d, r14d",
-    "    xor r15d, r15d",
-    "    iretq",
-    user_ss = const selector::USER_DATA,
-    user_cs = const selector::USER_CODE,
-    program_entered = const boot_code::PROGRAM_ENTERED,
-    boot_timer = const port::BOOT_TIMER,
 );
+
+const _: () = assert!(core::mem::size_of::<UserFrame>() == 22 * 8);
+const _: () = assert!(core::mem::size_of::<UserFrame>() as u64 <= FIRST_FRAME_SLOT);
+const _: () = assert!(MAX_CPUS == 8, "the trampolines above are written out for 8 vCPUs");

@@ -6,6 +6,7 @@ pub struct Errno(pub u16);
 pub const EPERM: Errno = Errno(1);
 pub const ENOENT: Errno = Errno(2);
 pub const ESRCH: Errno = Errno(3);
+pub const EINTR: Errno = Errno(4);
 pub const EBADF: Errno = Errno(9);
 pub const ECHILD: Errno = Errno(10);
 pub const EAGAIN: Errno = Errno(11);
@@ -18,6 +19,7 @@ pub const ENOTTY: Errno = Errno(25);
 pub const ESPIPE: Errno = Errno(29);
 pub const ERANGE: Errno = Errno(34);
 pub const ENOSYS: Errno = Errno(38);
+pub const ETIMEDOUT: Errno = Errno(110);
 
 /// What a system call handler returns: the value for RAX, or an error.
 pub type SysResult = Result<u64, Errno>;

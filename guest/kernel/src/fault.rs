@@ -1,31 +1,19 @@
-//! Exceptions: every one ends the run with a [`FaultReport`] to the VMM (port 0x501).
+//! Exceptions and interrupts. The timer interrupt goes to the scheduler; every exception ends
+//! the run with a [`FaultReport`] to the VMM (port 0x501).
 //!
-//! A fault at CPL3 is the program's (reported as the signal Linux would have sent, and the run
-//! ends as a crash would: 128 + signal); anything else is the kernel's own bug. The kernel
-//! delivers no signals to the program's handlers.
+//! A fault at CPL3 is the program's: the signal Linux would send goes to the program's handler
+//! when it has one (signal.rs); otherwise the run ends as a crash would (128 + signal).
+//! Anything else is the kernel's own bug.
+
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::console;
 use crate::cpu::{self, halt_forever, out32};
-use crate::global::Global;
-use cvm_guest_abi::{fault_kind, port, FaultReport, KERNEL_BASE, USER_BASE};
+use crate::entry::{is_syscall_entry, UserFrame};
+use crate::percpu;
+use cvm_guest_abi::{fault_kind, port, FaultReport, KERNEL_BASE, MAX_CPUS, TIMER_VECTOR, USER_BASE};
 
-/// What the exception stubs in entry.rs leave on the stack.
-#[repr(C)]
-pub struct ExceptionFrame {
-    pub vector: u64,
-    pub error_code: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-const SIGILL: u32 = 4;
-const SIGTRAP: u32 = 5;
-const SIGBUS: u32 = 7;
-const SIGFPE: u32 = 8;
-const SIGSEGV: u32 = 11;
+use crate::signal::{self, code, SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP};
 
 const PAGE_FAULT: u64 = 14;
 
@@ -41,37 +29,79 @@ fn signal_for(vector: u64) -> u32 {
     }
 }
 
-static REPORT: Global<FaultReport> =
-    Global::new(FaultReport { kind: 0, vector: 0, error_code: 0, rip: 0, rsp: 0, cr2: 0, signal: 0, _reserved: 0 });
-
-static KERNEL_OPENED_TO_RING3: Global<bool> = Global::new(false);
-
-/// Called by `exception_common` at real CPL0. Returns only when it repaired the cause (the
-/// stub then retries the instruction); otherwise the run ends here.
-pub extern "C" fn handle_exception(frame: &ExceptionFrame) {
-    let cr2 = if frame.vector == PAGE_FAULT { cpu::read_cr2() } else { 0 };
-    extern "C" {
-        fn syscall_entry();
+/// `si_code` and `si_addr` of the signal for a fault, as Linux fills them.
+fn signal_details(frame: &UserFrame, cr2: u64) -> (i32, u64) {
+    match frame.vector {
+        PAGE_FAULT if frame.error_code & 1 != 0 => (code::SEGV_ACCERR, cr2), // present: a permission
+        PAGE_FAULT => (code::SEGV_MAPERR, cr2),
+        0 => (code::FPE_INTDIV, frame.rip),
+        6 => (code::ILL_ILLOPN, frame.rip),
+        1 | 3 => (code::TRAP_BRKPT, frame.rip),
+        11 | 12 | 17 => (code::BUS_ADRERR, 0),
+        _ => (code::SI_KERNEL, 0), // a general protection fault has no address
     }
-    // PVM: the syscall handler's first fetch faults as a user-mode access (see cpu.rs).
-    let syscall_entry = syscall_entry as *const () as u64;
-    if frame.vector == PAGE_FAULT && frame.rip == syscall_entry && cr2 == syscall_entry && !KERNEL_OPENED_TO_RING3.get()
+}
+
+static KERNEL_OPENED_TO_RING3: AtomicBool = AtomicBool::new(false);
+static KERNEL_OPEN_DONE: AtomicBool = AtomicBool::new(false);
+/// Per vCPU: its first syscall faulted once already (it must not twice).
+static RETRIED_SYSCALL_ENTRY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Called by `exception_common` at real CPL0 with the interrupted registers. Returns when it
+/// repaired the cause (the instruction is retried) or handled an interrupt (the frame may now
+/// hold another thread); otherwise the run ends here.
+pub extern "C" fn handle_exception(frame: &mut UserFrame) {
+    let cpu = percpu::current_cpu();
+    if frame.vector == u64::from(TIMER_VECTOR) {
+        // The VMM injects it only while the program runs; should one still arrive in the
+        // kernel, the interrupted code is not a thread to switch away from.
+        if frame.rip >= USER_BASE {
+            crate::sched::timer_interrupt(frame, cpu);
+            signal::deliver_pending(frame, cpu);
+        }
+        return;
+    }
+    if frame.vector >= 32 {
+        return; // no other interrupt is ever sent; a stray one is ignored
+    }
+    let cr2 = if frame.vector == PAGE_FAULT { cpu::read_cr2() } else { 0 };
+    // PVM: the syscall handler's first fetch faults as a user-mode access (see cpu.rs). The
+    // first vCPU to see it opens the kernel's pages; each vCPU then drops its stale view once.
+    if frame.vector == PAGE_FAULT
+        && frame.rip == cr2
+        && is_syscall_entry(cr2)
+        && !RETRIED_SYSCALL_ENTRY[cpu].swap(true, Ordering::Relaxed)
     {
-        KERNEL_OPENED_TO_RING3.set(true);
-        cpu::open_kernel_to_ring3();
+        if !KERNEL_OPENED_TO_RING3.swap(true, Ordering::AcqRel) {
+            cpu::open_kernel_to_ring3();
+            KERNEL_OPEN_DONE.store(true, Ordering::Release);
+        }
+        while !KERNEL_OPEN_DONE.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        cpu::reload_cr3();
         return;
     }
     // On PVM the syscall path runs with CS = 0x33, so the code address decides whose it is.
     let in_kernel_code = (KERNEL_BASE..USER_BASE).contains(&frame.rip);
     let from_program = frame.cs & 3 == 3 && !in_kernel_code;
     let signal = signal_for(frame.vector);
-    if !from_program {
+    if from_program {
+        let (code, address) = signal_details(frame, cr2);
+        if signal::deliver_fault(frame, cpu, signal, code, address) {
+            return;
+        }
+    } else {
         console::serial_write(b"cvm-guest: kernel exception ");
         console::serial_hex(frame.vector);
         console::serial_write(b" at rip ");
         console::serial_hex(frame.rip);
         console::serial_write(b" cr2 ");
         console::serial_hex(cr2);
+        console::serial_write(b" rsp ");
+        console::serial_hex(frame.rsp);
+        console::serial_write(b" on vCPU ");
+        console::serial_hex(cpu as u64);
         console::serial_write(b"\n");
     }
     report(FaultReport {
@@ -102,7 +132,7 @@ pub fn report_panic(rip: u64) -> ! {
     crate::cpu::spin_forever()
 }
 
-fn report(fault: FaultReport) {
-    REPORT.set(fault);
-    out32(port::GUEST_FAULT, REPORT.as_ptr() as u64 as u32);
+pub fn report(fault: FaultReport) {
+    // On this vCPU's stack (below 4 GiB, identity-mapped: the address is guest-physical).
+    out32(port::GUEST_FAULT, &fault as *const FaultReport as u64 as u32);
 }

@@ -1,13 +1,15 @@
-//! `Global<T>`: the kernel's mutable state.
+//! `Global<T>`: a value the boot vCPU sets while booting and everyone only reads afterwards
+//! (the TSC calibration, RAM size, where the counters are, the console backend).
 //!
-//! This kernel runs on one CPU with interrupts off and never re-enters itself (the program is
-//! suspended while a system call or exception runs), so a plain cell is enough; no locks.
+//! The other vCPUs read such values only once the boot vCPU has started the program (they
+//! wait for their first thread, which the program creates later), so a plain cell is enough.
+//! State that changes while the program runs lives behind a `SpinLock` (sync.rs) instead.
 
 use core::cell::UnsafeCell;
 
 pub struct Global<T>(UnsafeCell<T>);
 
-// SAFETY: one CPU, no interrupts, no re-entry: there is never a second accessor.
+// SAFETY: written only at boot by the boot vCPU, before any other vCPU reads it (see above).
 unsafe impl<T> Sync for Global<T> {}
 
 impl<T> Global<T> {

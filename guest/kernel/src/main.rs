@@ -1,12 +1,13 @@
-//! cvm's builtin guest kernel: runs one static x86-64 Linux program at CPL3 and answers its
-//! system calls. See README.md for the design and the system-call table (syscalls.rs).
+//! cvm's builtin guest kernel: runs one static x86-64 Linux program, with its threads, at
+//! CPL3 on every vCPU and answers its system calls. See README.md for the design and the
+//! system-call table (syscalls.rs).
 //!
-//! Boot sequence (entry.rs `_start`, then [`kernel_main`]):
-//! 1. port 0x80 <- KERNEL_ENTERED; switch to the kernel stack;
-//! 2. read the TSC (time zero of the monotonic clock);
-//! 3. GDT, TSS, IDT, STAR/LSTAR/SFMASK (cpu.rs; tables built at compile time);
-//! 4. copy what the system calls need out of BootInfo;
-//! 5. port 0x80 <- PROGRAM_ENTERED; iretq to the program (entry.rs `enter_program`).
+//! Boot sequence (entry.rs `_start`, then [`kernel_main`]), on every vCPU at once:
+//! 1. the boot vCPU writes KERNEL_ENTERED to port 0x80; each switches to its own stack;
+//! 2. GDT, its TSS, IDT, STAR/LSTAR/SFMASK (cpu.rs; tables built at compile time);
+//! 3. the boot vCPU reads the TSC (time zero of the monotonic clock), copies what the system
+//!    calls need out of BootInfo, writes PROGRAM_ENTERED and iretqs to the program as its
+//!    first thread (sched.rs); the other vCPUs park until a thread is there for them.
 //!
 //! Everything else (page tables, loading the program, its stack) the VMM did before we ran:
 //! on nested PVM hosts each kernel-mode instruction costs about a microsecond.
@@ -20,10 +21,15 @@ mod entry;
 mod errno;
 mod fault;
 mod files;
+mod futex;
 mod global;
 mod memory;
+mod percpu;
 mod process;
 mod pvh;
+mod sched;
+mod signal;
+mod sync;
 mod syscalls;
 mod user;
 
@@ -37,12 +43,16 @@ pub fn qemu_mode() -> bool {
     QEMU_MODE.get()
 }
 
-/// Where `_start` lands, on the kernel stack, with RDI = &BootInfo.
-pub extern "C" fn kernel_main(boot: &BootInfo) -> ! {
-    start(boot, console::Backend::Hypercall)
+/// Where `_start` lands on every vCPU, on its own stack, with RDI = &BootInfo, RSI = its number.
+pub extern "C" fn kernel_main(boot: &BootInfo, cpu: usize) -> ! {
+    if cpu == 0 {
+        start(boot, console::Backend::Hypercall)
+    }
+    cpu::init(cpu);
+    sched::start_secondary(cpu)
 }
 
-/// The common boot path of the direct (cvm VMM) and the PVH (QEMU) entries.
+/// The boot vCPU's path, shared by the direct (cvm VMM) and the PVH (QEMU) entries.
 pub fn start(boot: &BootInfo, backend: console::Backend) -> ! {
     let tsc_at_boot = cpu::rdtsc();
     QEMU_MODE.set(backend == console::Backend::Serial);
@@ -51,16 +61,18 @@ pub fn start(boot: &BootInfo, backend: console::Backend) -> ! {
         console::serial_write(b"cvm-guest: BootInfo has the wrong magic\n");
         fault::report_panic(0);
     }
-    cpu::init();
+    cpu::init(0);
+    percpu::init(boot.cpus);
     clock::init(tsc_at_boot, boot.tsc_khz, boot.realtime_ns_at_boot);
     user::init(boot.ram_size);
     // Under QEMU, firmware ran in this RAM before us: nothing can be assumed zero.
     memory::init(boot, backend == console::Backend::Hypercall);
     syscalls::init(boot.syscall_counts_addr);
-    process::init(&boot.hostname, boot.flags & boot_flags::FSGSBASE != 0);
-    // SAFETY: the VMM (or the PVH loader) placed the program and its stack at these
-    // addresses; from here on the kernel runs only on system calls and exceptions.
-    unsafe { entry::enter_program(boot.user_entry, boot.user_stack_pointer) }
+    let have_fsgsbase = boot.flags & boot_flags::FSGSBASE != 0;
+    process::init(&boot.hostname, have_fsgsbase);
+    // The VMM (or the PVH loader) placed the program and its stack at these addresses; from
+    // here on the kernel runs only on system calls, exceptions and timer interrupts.
+    sched::start_program(boot.user_entry, boot.user_stack_pointer, have_fsgsbase)
 }
 
 #[panic_handler]

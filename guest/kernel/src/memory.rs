@@ -18,7 +18,7 @@
 //! page stays accessible) and file mappings (`-ENODEV`/`-EBADF`).
 
 use crate::errno::{Errno, SysResult, EBADF, EEXIST, EINVAL, ENODEV, ENOMEM};
-use crate::global::Global;
+use crate::sync::SpinLock;
 use crate::user;
 use cvm_guest_abi::{BootInfo, PAGE_SIZE};
 
@@ -53,7 +53,7 @@ struct AddressSpace {
     free_len: usize,
 }
 
-static SPACE: Global<AddressSpace> = Global::new(AddressSpace {
+static SPACE: SpinLock<AddressSpace> = SpinLock::new(AddressSpace {
     brk_start: 0,
     brk: 0,
     brk_limit: 0,

@@ -1,11 +1,13 @@
-//! The one process: its identity, limits, signal bookkeeping, thread pointer, randomness and
-//! exit.
+//! The one process: its identity, limits, randomness, its threads' thread
+//! pointers, creating threads (`clone`) and ending them (`exit`, `exit_group`).
 
 use crate::clock;
-use crate::cpu::{self, out32};
-use crate::errno::{Errno, SysResult, EAGAIN, EINVAL, EPERM, ESRCH};
-use crate::global::Global;
-use crate::user;
+use crate::cpu::{self, out32, FpuState};
+use crate::entry::UserFrame;
+use crate::errno::{Errno, SysResult, EAGAIN, EINVAL, ENOSYS, EPERM, ESRCH};
+use crate::sched::{self, State, Wakeups, SCHED};
+use crate::sync::SpinLock;
+use crate::{futex, percpu, user};
 use cvm_guest_abi::{port, KERNEL_NAME, KERNEL_RELEASE, KERNEL_VERSION, USER_STACK_SIZE};
 
 /// The program is process 1, as an init process in a fresh PID namespace would be.
@@ -13,27 +15,13 @@ pub const PID: u64 = 1;
 
 struct Process {
     hostname: [u8; 65],
-    fs_base: u64,
     have_fsgsbase: bool,
     have_rdrand: bool,
     random_state: u64,
-    signal_mask: u64,
-    /// `struct sigaction` (handler, flags, restorer, mask) per signal 1..=64, as installed.
-    actions: [[u64; 4]; 64],
-    /// `stack_t` (sp, flags, size) of sigaltstack.
-    alt_stack: [u64; 3],
 }
 
-static PROCESS: Global<Process> = Global::new(Process {
-    hostname: [0; 65],
-    fs_base: 0,
-    have_fsgsbase: false,
-    have_rdrand: false,
-    random_state: 0,
-    signal_mask: 0,
-    actions: [[0; 4]; 64],
-    alt_stack: [0, SS_DISABLE, 0],
-});
+static PROCESS: SpinLock<Process> =
+    SpinLock::new(Process { hostname: [0; 65], have_fsgsbase: false, have_rdrand: false, random_state: 0 });
 
 pub fn init(hostname: &[u8; 65], have_fsgsbase: bool) {
     PROCESS.with(|process| {
@@ -118,13 +106,20 @@ pub fn sysinfo(info: u64) -> SysResult {
     Ok(0)
 }
 
-/// One CPU: mask with bit 0 set. Returns the mask size in bytes, as Linux does.
+/// Every vCPU: one bit each. Returns the mask size in bytes, as Linux does.
 pub fn sched_getaffinity(len: u64, mask: u64) -> SysResult {
     if len < 8 || !len.is_multiple_of(8) {
         return Err(EINVAL);
     }
-    user::write(mask, 1u64)?;
+    user::write(mask, (1u64 << percpu::count()) - 1)?;
     Ok(8)
+}
+
+/// `getcpu(cpu, node, cache)`: the vCPU this thread runs on, node 0.
+pub fn getcpu(cpu_out: u64, node_out: u64) -> SysResult {
+    user::write_optional(cpu_out, percpu::current_cpu() as u32)?;
+    user::write_optional(node_out, 0u32)?;
+    Ok(0)
 }
 
 const PR_SET_NAME: u64 = 15;
@@ -166,128 +161,129 @@ const ARCH_GET_FS: u64 = 0x1003;
 /// Highest canonical user address + 1.
 const USER_ADDRESS_LIMIT: u64 = 1 << 47;
 
-/// The thread pointer (FS base) is all a static program needs; GS is not supported.
+/// The thread pointer (FS base) of the calling thread is all a static program needs; GS is
+/// not supported.
 pub fn arch_prctl(code: u64, addr: u64) -> SysResult {
+    let cpu = percpu::current_cpu();
     match code {
         ARCH_SET_FS => {
             if addr >= USER_ADDRESS_LIMIT {
                 return Err(EPERM);
             }
-            let have_fsgsbase = PROCESS.with(|process| {
-                process.fs_base = addr;
-                process.have_fsgsbase
+            let have_fsgsbase = PROCESS.with(|process| process.have_fsgsbase);
+            SCHED.with(|sched| {
+                let thread = sched.current(cpu);
+                sched.threads[thread].fs_base = addr;
             });
             cpu::set_fs_base(addr, have_fsgsbase);
             Ok(0)
         }
         ARCH_GET_FS => {
-            user::write(addr, PROCESS.with(|process| process.fs_base))?;
+            let have_fsgsbase = PROCESS.with(|process| process.have_fsgsbase);
+            let remembered = SCHED.with(|sched| sched.threads[sched.current(cpu)].fs_base);
+            user::write(addr, cpu::read_fs_base(have_fsgsbase, remembered))?;
             Ok(0)
         }
         _ => Err(EINVAL),
     }
 }
 
-const FUTEX_CMD_MASK: u64 = 0x7f;
-const FUTEX_WAKE: u64 = 1;
+const CLONE_VM: u64 = 0x100;
+const CLONE_VFORK: u64 = 0x4000;
+const CLONE_THREAD: u64 = 0x1_0000;
+const CLONE_SETTLS: u64 = 0x8_0000;
+const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 
-/// One thread: a wake finds nobody, a wait would wait for ever, so it fails as if the value
-/// had already changed and the caller re-checks.
-pub fn futex(op: u64) -> SysResult {
-    if op & FUTEX_CMD_MASK == FUTEX_WAKE {
-        Ok(0)
-    } else {
-        Err(EAGAIN)
+/// `clone(flags, stack, parent_tid, child_tid, tls)` for a new thread of this process (what
+/// pthread_create, Go's runtime and Rust's std ask for). A new process (no CLONE_VM, or
+/// vfork) answers -ENOSYS: there is one address space and no second program.
+pub fn clone(frame: &UserFrame, [flags, stack, parent_tid, child_tid, tls, _]: [u64; 6]) -> SysResult {
+    if flags & (CLONE_VM | CLONE_THREAD) != (CLONE_VM | CLONE_THREAD) || flags & CLONE_VFORK != 0 {
+        return Err(ENOSYS);
     }
+    if flags & CLONE_SETTLS != 0 && tls >= USER_ADDRESS_LIMIT {
+        return Err(EPERM);
+    }
+    let cpu = percpu::current_cpu();
+    let mut child_frame = *frame;
+    child_frame.rax = 0;
+    if stack != 0 {
+        child_frame.rsp = stack;
+    }
+    let mut fpu = FpuState::initial();
+    fpu.save(); // the parent's SSE state, as it is at the clone: the child starts with it
+    let have_fsgsbase = PROCESS.with(|process| process.have_fsgsbase);
+    let mut wakeups = Wakeups::default();
+    let tid = SCHED.with(|sched| {
+        let parent = sched.current(cpu);
+        let parent_fs = cpu::read_fs_base(have_fsgsbase, sched.threads[parent].fs_base);
+        let fs_base = if flags & CLONE_SETTLS != 0 { tls } else { parent_fs };
+        let mask = sched.threads[parent].signal_mask;
+        let child = sched.create(child_frame, fpu, fs_base, mask).ok_or(EAGAIN)?;
+        crate::signal::thread_created(child);
+        let tid = sched.threads[child].tid;
+        if flags & CLONE_CHILD_CLEARTID != 0 {
+            sched.threads[child].clear_child_tid = child_tid;
+        }
+        let written = (|| {
+            if flags & CLONE_PARENT_SETTID != 0 {
+                user::write(parent_tid, tid)?;
+            }
+            if flags & CLONE_CHILD_SETTID != 0 {
+                user::write(child_tid, tid)?;
+            }
+            Ok(())
+        })();
+        if let Err(errno) = written {
+            sched.threads[child].state = State::Free;
+            return Err(errno);
+        }
+        sched.make_runnable(child, 0, &mut wakeups);
+        Ok(tid)
+    })?;
+    wakeups.send();
+    Ok(u64::from(tid))
 }
 
+/// `set_tid_address`: where to clear and futex-wake when this thread exits; answers its tid.
+pub fn set_tid_address(address: u64) -> SysResult {
+    let cpu = percpu::current_cpu();
+    SCHED.with(|sched| {
+        let thread = sched.current(cpu);
+        sched.threads[thread].clear_child_tid = address;
+        Ok(u64::from(sched.threads[thread].tid))
+    })
+}
+
+pub fn gettid() -> SysResult {
+    let cpu = percpu::current_cpu();
+    Ok(u64::from(SCHED.with(|sched| sched.current_tid(cpu))))
+}
+
+/// `exit`: the calling thread ends (its `clear_child_tid` word is zeroed and woken, which is
+/// how pthread_join learns of it); the last thread's exit ends the program.
+pub fn exit_thread(frame: &mut UserFrame, status: u64) {
+    let cpu = percpu::current_cpu();
+    let mut sched = SCHED.lock();
+    if sched.live() <= 1 {
+        drop(sched);
+        exit(status);
+    }
+    let thread = sched.current(cpu);
+    let clear = sched.threads[thread].clear_child_tid;
+    sched.free_current(cpu);
+    drop(sched);
+    if clear != 0 && user::write(clear, 0u32).is_ok() {
+        let _ = futex::wake(clear, 1, u32::MAX);
+    }
+    sched::run_next(SCHED.lock(), cpu, frame);
+}
+
+/// `exit_group`: the program ends with `status`; the VMM stops every vCPU.
 pub fn exit(status: u64) -> ! {
     out32(port::EXIT, status as u32 & 0xff);
     // The VMM ends the run on that write; `hlt` is not allowed in the syscall path.
     cpu::spin_forever()
-}
-
-const SS_DISABLE: u64 = 2;
-const SIG_DFL: u64 = 0;
-const SIG_IGN: u64 = 1;
-const SIGKILL: u64 = 9;
-const SIGSTOP: u64 = 19;
-const SIGCHLD: u64 = 17;
-const SIGURG: u64 = 23;
-const SIGWINCH: u64 = 28;
-const SIGCONT: u64 = 18;
-
-/// Installs or reads a handler. Handlers are remembered and reported back, never called.
-pub fn rt_sigaction(signal: u64, new: u64, old: u64, mask_size: u64) -> SysResult {
-    if !(1..=64).contains(&signal) || mask_size != 8 {
-        return Err(EINVAL);
-    }
-    if new != 0 && (signal == SIGKILL || signal == SIGSTOP) {
-        return Err(EINVAL);
-    }
-    let new_action = if new != 0 { Some(user::read::<[u64; 4]>(new)?) } else { None };
-    let slot = (signal - 1) as usize;
-    let previous = PROCESS.with(|process| process.actions[slot]);
-    user::write_optional(old, previous)?;
-    if let Some(action) = new_action {
-        PROCESS.with(|process| process.actions[slot] = action);
-    }
-    Ok(0)
-}
-
-const SIG_BLOCK: u64 = 0;
-const SIG_UNBLOCK: u64 = 1;
-const SIG_SETMASK: u64 = 2;
-
-pub fn rt_sigprocmask(how: u64, new: u64, old: u64, mask_size: u64) -> SysResult {
-    if mask_size != 8 {
-        return Err(EINVAL);
-    }
-    let requested = if new != 0 { Some(user::read::<u64>(new)?) } else { None };
-    let previous = PROCESS.with(|process| process.signal_mask);
-    let unblockable = 1 << (SIGKILL - 1) | 1 << (SIGSTOP - 1);
-    if let Some(set) = requested {
-        let mask = match how {
-            SIG_BLOCK => previous | set,
-            SIG_UNBLOCK => previous & !set,
-            SIG_SETMASK => set,
-            _ => return Err(EINVAL),
-        };
-        PROCESS.with(|process| process.signal_mask = mask & !unblockable);
-    }
-    user::write_optional(old, previous)?;
-    Ok(0)
-}
-
-pub fn sigaltstack(new: u64, old: u64) -> SysResult {
-    let requested = if new != 0 { Some(user::read::<[u64; 3]>(new)?) } else { None };
-    let previous = PROCESS.with(|process| process.alt_stack);
-    user::write_optional(old, previous)?;
-    if let Some(stack) = requested {
-        PROCESS.with(|process| process.alt_stack = stack);
-    }
-    Ok(0)
-}
-
-/// `kill`/`tkill`/`tgkill` aimed at ourselves (the only process): signal 0 probes; a signal
-/// that is ignored, blocked or harmless by default does nothing; any other ends the run as
-/// that signal would (exit status 128 + signal), since handlers are never called.
-pub fn kill(target: u64, signal: u64) -> SysResult {
-    let target = target as i64;
-    if target != PID as i64 && target != 0 && target != -1 {
-        return Err(ESRCH);
-    }
-    if signal > 64 {
-        return Err(EINVAL);
-    }
-    if signal == 0 {
-        return Ok(0);
-    }
-    let (handler, blocked) = PROCESS
-        .with(|process| (process.actions[(signal - 1) as usize][0], process.signal_mask & 1 << (signal - 1) != 0));
-    let harmless_by_default = matches!(signal, SIGCHLD | SIGURG | SIGWINCH | SIGCONT);
-    if signal != SIGKILL && (handler == SIG_IGN || blocked || (handler == SIG_DFL && harmless_by_default)) {
-        return Ok(0);
-    }
-    exit(128 + signal)
 }

@@ -11,7 +11,7 @@
 use core::arch::global_asm;
 
 use crate::console::Backend;
-use crate::cpu::{self, KERNEL_STACK_TOP};
+use crate::cpu;
 use crate::global::Global;
 use cvm_guest_abi::{BootInfo, SyscallCounts, PAGE_SIZE, PIE_LOAD_BIAS, SYSCALL_SLOTS, USER_BASE, USER_STACK_SIZE};
 
@@ -89,9 +89,13 @@ global_asm!(
     "pvh_gdt_pointer:",
     "    .word 23",
     "    .long pvh_gdt",
-    stack_top = const KERNEL_STACK_TOP,
+    stack_top = const crate::percpu::boot_stack_top(0),
     pvh_main = sym pvh_main,
 );
+
+/// The two 8259 PICs' mask registers.
+const PIC1_DATA: u16 = 0x21;
+const PIC2_DATA: u16 = 0xa1;
 
 /// What the PVH boot builds in place of the VMM's BootInfo and counters.
 static BOOT: Global<BootInfo> = Global::new(BootInfo::empty());
@@ -140,6 +144,11 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     }
     let (program, program_size): (u64, u64) = (peek(module_list), peek(module_list + 8));
     let ram_end = ram_end(start_info).min(MAPPED_LIMIT);
+
+    // The firmware left the legacy PIC routing the PIT's IRQ 0 to vector 8; the program runs
+    // with interrupts on (for this kernel's own timer), so silence the PIC altogether.
+    crate::cpu::out8(PIC1_DATA, 0xff);
+    crate::cpu::out8(PIC2_DATA, 0xff);
 
     let boot = BOOT.as_ptr();
     // SAFETY: BOOT is only touched here, before the normal boot path reads it.

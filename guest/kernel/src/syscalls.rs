@@ -1,19 +1,17 @@
 //! THE system-call table: every Linux x86-64 system call this kernel answers, in one place.
 //!
-//! `entry.rs` saves the registers into a [`SyscallFrame`] and calls [`dispatch`]; the match
-//! below maps the number in RAX to its handler. A number not listed answers `-ENOSYS` and is
+//! `entry.rs` saves the registers into a [`UserFrame`] and calls [`dispatch`]; the matches
+//! below map the number in RAX to its handler. A number not listed answers `-ENOSYS` and is
 //! counted as unsupported; all others are counted as served (SyscallCounts, read by the VMM
 //! after the run). See README.md for each call's semantics and why.
 
-use crate::errno::{Errno, SysResult, ECHILD, ENOENT, ENOSYS};
-use crate::global::Global;
-use crate::{clock, files, memory, process};
-use cvm_guest_abi::{SyscallCounts, SYSCALL_SLOTS};
+use core::sync::atomic::{AtomicU32, Ordering};
 
-/// The program's RSP while it is in a system call (entry.rs stores it: no swapgs, no per-CPU
-/// area, one CPU).
-#[no_mangle]
-pub static USER_RSP: Global<u64> = Global::new(0);
+use crate::entry::UserFrame;
+use crate::errno::{Errno, SysResult, ECHILD, ENOENT, ENOSYS, ESRCH};
+use crate::global::Global;
+use crate::{clock, files, futex, memory, percpu, process, sched, signal};
+use cvm_guest_abi::{SyscallCounts, SYSCALL_SLOTS};
 
 /// Where the counters live (BootInfo.syscall_counts_addr); null counts nothing.
 static COUNTS: Global<*mut SyscallCounts> = Global::new(core::ptr::null_mut());
@@ -22,32 +20,48 @@ pub fn init(counts_addr: u64) {
     COUNTS.set(counts_addr as *mut SyscallCounts);
 }
 
-/// Registers as entry.rs pushed them: the six arguments in ABI order, the number, then the
-/// iretq frame back to the program.
-#[repr(C)]
-pub struct SyscallFrame {
-    pub args: [u64; 6],
-    pub number: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
+/// Called from `syscall_common` with the caller's registers: number in RAX, arguments in RDI,
+/// RSI, RDX, R10, R8, R9. The result goes to the frame's RAX; a call that waits (futex, sleep,
+/// yield, a thread's exit) may instead leave another thread's registers in the frame. On the
+/// way back, a pending signal of whichever thread is in the frame now is delivered.
+pub extern "C" fn dispatch(frame: &mut UserFrame) {
+    serve(frame);
+    signal::deliver_pending(frame, percpu::current_cpu());
 }
 
-/// Called from `syscall_entry`; the return value goes to the program's RAX.
-pub extern "C" fn dispatch(frame: &mut SyscallFrame) -> u64 {
-    let number = frame.number;
+fn serve(frame: &mut UserFrame) {
+    let number = frame.rax;
+    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     // Counted before answering: exit and exit_group never come back.
     count(number, Served);
-    let result = answer(number, frame.args);
+    let result = match number {
+        // The calls that may switch threads write RAX themselves (or leave another thread's).
+        24 => return sched::yield_now(frame, percpu::current_cpu()),
+        35 => match clock::nanosleep_deadline(args[0], args[1]) {
+            Ok(deadline) => return sched::sleep_until(frame, percpu::current_cpu(), deadline),
+            Err(errno) => Err(errno),
+        },
+        230 => match clock::clock_nanosleep_deadline(args[0], args[1], args[2], args[3]) {
+            Ok(deadline) => return sched::sleep_until(frame, percpu::current_cpu(), deadline),
+            Err(errno) => Err(errno),
+        },
+        202 => match futex::futex(frame, percpu::current_cpu(), args) {
+            Some(result) => result,
+            None => return,
+        },
+        56 => process::clone(frame, args),
+        15 => return signal::rt_sigreturn(frame, percpu::current_cpu()),
+        131 => signal::sigaltstack(frame, args[0], args[1]),
+        60 => return process::exit_thread(frame, args[0]),
+        _ => answer(number, args),
+    };
     if result == Err(ENOSYS) {
         count(number, Unsupported);
     }
-    match result {
+    frame.rax = match result {
         Ok(value) => value,
         Err(Errno(errno)) => (-i64::from(errno)) as u64,
-    }
+    };
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,13 +78,18 @@ fn count(number: u64, tally: Tally) {
         return;
     }
     let slot = (number as usize).min(SYSCALL_SLOTS - 1);
-    // SAFETY: the VMM reserved the table at this kernel-only address for us (BootInfo).
-    let counts = unsafe { &mut *counts };
+    // SAFETY: the VMM reserved the table at this kernel-only address for us (BootInfo); every
+    // vCPU updates it, so each counter is used as an atomic.
+    let (calls, unsupported) = unsafe {
+        (AtomicU32::from_ptr(&mut (*counts).calls[slot]), AtomicU32::from_ptr(&mut (*counts).unsupported[slot]))
+    };
     match tally {
-        Served => counts.calls[slot] = counts.calls[slot].wrapping_add(1),
+        Served => {
+            calls.fetch_add(1, Ordering::Relaxed);
+        }
         Unsupported => {
-            counts.calls[slot] = counts.calls[slot].wrapping_sub(1);
-            counts.unsupported[slot] = counts.unsupported[slot].wrapping_add(1);
+            calls.fetch_sub(1, Ordering::Relaxed);
+            unsupported.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -110,25 +129,24 @@ fn answer(number: u64, [a0, a1, a2, a3, a4, a5]: [u64; 6]) -> SysResult {
         28 => memory::madvise(a0, a1, a2),
 
         // Signals: recorded, never delivered (a fault ends the run instead).
-        13 => process::rt_sigaction(a0, a1, a2, a3),
-        14 => process::rt_sigprocmask(a0, a1, a2, a3),
-        131 => process::sigaltstack(a0, a1),
-        62 => process::kill(a0, a1),
-        200 => process::kill(a0, a1), // tkill
-        234 => process::kill(a1, a2), // tgkill
+        13 => signal::rt_sigaction(a0, a1, a2, a3),
+        14 => signal::rt_sigprocmask(a0, a1, a2, a3),
+        127 => signal::rt_sigpending(a0, a1),
+        62 => signal::kill(a0, a1, false),
+        200 => signal::kill(a0, a1, true),       // tkill
+        234 if a0 != process::PID => Err(ESRCH), // tgkill to another process
+        234 => signal::kill(a1, a2, true),
 
-        // Time.
-        35 => clock::nanosleep(a0, a1),
+        // Time (the sleeps are in `dispatch`: they block).
         96 => clock::gettimeofday(a0, a1),
         201 => clock::time(a0),
         228 => clock::clock_gettime(a0, a1),
         229 => clock::clock_getres(a0, a1),
-        230 => clock::clock_nanosleep(a0, a1, a2, a3),
 
         // Who am I: the only process, run by root, in its own little machine.
-        39 => Ok(process::PID),         // getpid
-        110 => Ok(0),                   // getppid: no parent inside the VM
-        186 => Ok(process::PID),        // gettid
+        39 => Ok(process::PID), // getpid
+        110 => Ok(0),           // getppid: no parent inside the VM
+        186 => process::gettid(),
         102 | 104 | 107 | 108 => Ok(0), // getuid, getgid, geteuid, getegid
         63 => process::uname(a0),
         97 => process::getrlimit(a0, a1),
@@ -136,19 +154,20 @@ fn answer(number: u64, [a0, a1, a2, a3, a4, a5]: [u64; 6]) -> SysResult {
         98 => process::getrusage(a1),
         99 => process::sysinfo(a0),
         204 => process::sched_getaffinity(a1, a2),
-        24 => Ok(0), // sched_yield: nothing else to run
+        203 => Ok(0), // sched_setaffinity: accepted; any vCPU may run any thread
+        309 => process::getcpu(a0, a1),
         157 => process::prctl(a0),
         318 => process::getrandom(a0, a1),
 
-        // Threads and process start-up.
+        // Threads and process start-up (clone, futex, exit and the sleeps are in `dispatch`).
         158 => process::arch_prctl(a0, a1),
-        218 => Ok(process::PID), // set_tid_address: the tid
-        273 => Ok(0),            // set_robust_list: no other thread cares
+        218 => process::set_tid_address(a0),
+        273 => Ok(0),            // set_robust_list: a dying thread's robust futexes are not cleaned up
         334 => Err(ENOSYS),      // rseq: honest "not here"; libcs cope
-        202 => process::futex(a1),
-        61 | 247 => Err(ECHILD),                    // wait4, waitid: no children
+        435 => Err(ENOSYS),      // clone3: libcs fall back to clone
+        61 | 247 => Err(ECHILD), // wait4, waitid: no children
         105 | 106 | 113 | 114 | 117 | 119 => Ok(0), // setuid & co.: root may; nothing changes
-        60 | 231 => process::exit(a0),              // exit, exit_group
+        231 => process::exit(a0), // exit_group
 
         _ => Err(ENOSYS),
     }

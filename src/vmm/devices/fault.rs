@@ -76,6 +76,7 @@ pub fn stop(address: u64, ram: &GuestRam) -> VmStop {
             let signal = if (1..=64).contains(&report.signal) { report.signal as i32 } else { libc::SIGSEGV };
             VmStop::ProgramFault { signal, reason: format!("the program crashed in the guest: {}", describe(&report)) }
         }
+        fault_kind::SIGNALED if (1..=64).contains(&report.signal) => VmStop::Signaled { signal: report.signal as i32 },
         fault_kind::KERNEL => {
             VmStop::KernelFault { reason: format!("the guest kernel crashed: {}", describe(&report)) }
         }

@@ -8,6 +8,7 @@ pub mod exit_port;
 pub mod fault;
 pub mod serial;
 pub mod sleep;
+pub mod timer;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -21,7 +22,8 @@ use crate::runtime::relay::Stalled;
 use boot_timer::BootTimer;
 use console::{ConsoleError, ProgramConsole};
 use serial::SerialConsole;
-use sleep::SleepDevice;
+use sleep::{SleepDevice, WakePort};
+use timer::TimerDevice;
 
 /// Every device of one VM, and the bus that routes to them. The fields give the VMM what it
 /// reads after the run (output, boot times); the bus is what the vCPUs use.
@@ -30,6 +32,7 @@ pub struct Devices {
     pub boot_timer: Arc<Mutex<BootTimer>>,
     pub console: Arc<Mutex<ProgramConsole>>,
     pub sleep: Arc<SleepDevice>,
+    pub timer: Arc<TimerDevice>,
     pub bus: Bus,
 }
 
@@ -39,8 +42,8 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Devices {
-    /// What the builtin guest kernel uses: serial, exit, boot timer, ConsoleWrite, fault report
-    /// and Sleep; any other port is a kernel bug that ends the run. Live output (with `echo`)
+    /// What the builtin guest kernel uses: serial, exit, boot timer, ConsoleWrite, fault report,
+    /// Sleep, Wake and Timer; any other port is a kernel bug that ends the run. Live output (with `echo`)
     /// gives up waiting on a stalled reader at `deadline`.
     pub fn builtin(cpus: usize, echo: bool, deadline: Instant) -> Result<Devices> {
         let mut devices = Devices::bare(cpus, echo, deadline, UnknownPorts::Refuse)?;
@@ -49,6 +52,8 @@ impl Devices {
         bus.register(port::CONSOLE_WRITE, 1, devices.console.clone())?;
         bus.register(port::GUEST_FAULT, 1, Arc::new(FaultPort))?;
         bus.register(port::SLEEP, 1, devices.sleep.clone())?;
+        bus.register(port::WAKE, 1, Arc::new(WakePort(devices.sleep.clone())))?;
+        bus.register(port::TIMER, 1, devices.timer.clone())?;
         Ok(devices)
     }
 
@@ -69,6 +74,7 @@ impl Devices {
             boot_timer: Arc::new(Mutex::new(BootTimer::default())),
             console: Arc::new(Mutex::new(ProgramConsole::new(echo, deadline))),
             sleep: Arc::new(SleepDevice::new(cpus, deadline)?),
+            timer: Arc::new(TimerDevice::new(cpus)),
             bus,
         })
     }

@@ -78,6 +78,11 @@ impl SleepDevice {
         Ok(SleepDevice { parkers, deadline, requests: AtomicU64::new(0), slept_ns: AtomicU64::new(0) })
     }
 
+    /// Wakes every parked vCPU (the run is over: they must notice).
+    pub fn wake_all(&self) {
+        self.parkers.iter().for_each(Parker::wake);
+    }
+
     /// The parker of vCPU `cpu`, to wake it from another thread.
     pub fn parker(&self, cpu: usize) -> Option<&Parker> {
         self.parkers.get(cpu)
@@ -103,6 +108,19 @@ impl Device for SleepDevice {
     fn write(&self, _port: u16, data: &[u8], access: &Access) -> PortAction {
         // The run loop checks the deadline and interruptions when the guest resumes.
         self.sleep(access.cpu, port_value(data));
+        PortAction::Continue
+    }
+}
+
+/// Port 0x503, Wake: ends the park of the vCPU whose number is written (another vCPU queued a
+/// thread for it).
+pub struct WakePort(pub std::sync::Arc<SleepDevice>);
+
+impl Device for WakePort {
+    fn write(&self, _port: u16, data: &[u8], _access: &Access) -> PortAction {
+        if let Some(parker) = self.0.parker(port_value(data) as usize) {
+            parker.wake();
+        }
         PortAction::Continue
     }
 }

@@ -1,0 +1,122 @@
+//! Programs nobody wrote for cvm's guest kernel, run the same way in every runtime: C programs
+//! using musl's pthreads (tests/programs/threads.c: mutex, condition variable, sleeps, a
+//! spinning thread that must be preempted) and signals (tests/programs/signals.c: handlers,
+//! masks, faults caught, an alternate stack, abort), and the workload's Rust std::thread
+//! `cpu N T`. Each must print the same as a plain process does, in a container, and in the VM
+//! with 1 vCPU (every thread on one CPU: only preemption lets the spinner's victim run) and 4.
+
+mod common;
+
+use common::{c_program, require_kvm, require_root, run_json_in};
+
+/// Where each program runs: runtime and extra flags.
+const PLACES: [(&str, &[&str]); 4] =
+    [("process", &[]), ("container", &[]), ("vm", &["--cpus", "1"]), ("vm", &["--cpus", "4"])];
+
+fn run_everywhere(program: &[&str]) -> Vec<(String, serde_json::Value)> {
+    PLACES
+        .iter()
+        .map(|(runtime, flags)| {
+            let mut args = vec!["--timeout", "60"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(program);
+            let record = run_json_in(runtime, &args);
+            (format!("{runtime} {}", flags.join(" ")), record)
+        })
+        .collect()
+}
+
+#[test]
+fn c_pthreads_print_the_same_in_every_runtime_as_root_with_kvm() {
+    if !require_root() || !require_kvm() {
+        return;
+    }
+    let Some(threads) = c_program("threads") else { return };
+    let path = threads.to_str().unwrap();
+    let runs = run_everywhere(&["--binary", path, "3"]);
+    let expected = "mutex: 3 threads added 60000\ncondvar: 2000 items handed over, sum 2001000\n\
+                    sleep: 20 ms took at least 20 ms: yes\n\
+                    preemption: a spinning thread let the main thread stop it\n";
+    for (place, record) in &runs {
+        assert_eq!(record["outcome"], "exited", "{place}: {record}");
+        assert_eq!(record["exit_code"], 0, "{place}: {record}");
+        assert_eq!(record["stdout"], expected, "{place}");
+    }
+}
+
+#[test]
+fn rust_threads_compute_the_same_checksum_in_every_runtime_as_root_with_kvm() {
+    if !require_root() || !require_kvm() {
+        return;
+    }
+    let runs = run_everywhere(&["cpu", "20000", "3"]);
+    let (_, first) = &runs[0];
+    let checksum = &first["result"]["checksum"];
+    assert!(checksum.is_string(), "{first}");
+    for (place, record) in &runs {
+        assert_eq!(record["outcome"], "exited", "{place}: {record}");
+        assert_eq!(record["result"]["threads"], 3, "{place}");
+        assert_eq!(record["result"]["iterations"], 60000, "{place}");
+        assert_eq!(&record["result"]["checksum"], checksum, "{place}");
+    }
+}
+
+#[test]
+fn a_vm_has_whole_vcpus() {
+    for (cpus, expected) in [("0", "positive"), ("1.5", "whole vCPUs"), ("9", "from 1 to 8")] {
+        let out = common::run_cvm(&["run", "--runtime", "vm", "--cpus", cpus, "hello"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(expected), "--cpus {cpus}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
+#[test]
+fn signal_handlers_run_the_same_in_every_runtime_as_root_with_kvm() {
+    if !require_root() || !require_kvm() {
+        return;
+    }
+    let Some(signals) = c_program("signals") else { return };
+    let runs = run_everywhere(&["--binary", signals.to_str().unwrap()]);
+    let expected = "raise: handler ran for signal 10, si_code SI_TKILL\n\
+                    mask: blocked signal waited (0, pending 1), ran when unblocked (10)\n\
+                    segv: caught signal 11 at address 0\n\
+                    fpe: caught signal 8\n\
+                    ill: caught signal 4\n\
+                    sigaltstack: handler ran on the alternate stack: yes\n";
+    for (place, record) in &runs {
+        assert_eq!(record["outcome"], "exited", "{place}: {record}");
+        assert_eq!(record["stdout"], expected, "{place}");
+    }
+}
+
+/// A signal's default action ends the program: killed by that signal, exit status 128 + signal,
+/// as a process, and in the VM (whose program is alone, with nobody to protect it from). In a
+/// container the program is PID 1 of its PID namespace, and Linux ignores a signal without a
+/// handler that init sends itself: `kill(getpid(), SIGTERM)` does nothing, and abort(), after
+/// its SIGABRT is ignored, crashes on purpose (musl: SIGSEGV). That is why containers want an
+/// init (`docker run --init`); the record shows it.
+#[test]
+fn abort_and_kill_end_the_program_signaled_in_every_runtime_as_root_with_kvm() {
+    if !require_root() || !require_kvm() {
+        return;
+    }
+    let Some(signals) = c_program("signals") else { return };
+    for (mode, signal) in [("abort", 6), ("term", 15)] {
+        for (place, record) in run_everywhere(&["--binary", signals.to_str().unwrap(), mode]) {
+            match (place.starts_with("container"), mode) {
+                (true, "abort") => assert_eq!(record["signal"], 11, "{place}: {record}"),
+                (true, _) => {
+                    assert_eq!(record["outcome"], "exited", "{place}: {record}");
+                    assert_eq!(record["stdout"], "terminating\nstill here\n", "{place}: {record}");
+                }
+                (false, _) => {
+                    assert_eq!(record["outcome"], "signaled", "{mode} {place}: {record}");
+                    assert_eq!(record["signal"], signal, "{mode} {place}: {record}");
+                    assert_eq!(record["exit_code"], 128 + signal, "{mode} {place}: {record}");
+                }
+            }
+        }
+    }
+}
