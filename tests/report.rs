@@ -226,3 +226,41 @@ fn compare_runs_the_default_matrix_and_says_where_the_report_is() {
         assert!(out.join(file).exists(), "{file} is missing");
     }
 }
+
+/// `cpu N` and `cpu N 2` cells make the CPU-scaling view: a chart in the report, and a reading
+/// that gives each runtime's speed-up over its own 1-thread run.
+#[test]
+fn cpu_cells_with_thread_counts_make_the_scaling_view() {
+    let scaled = |runtime: RuntimeKind, threads: &[&str], ops: f64| {
+        let args: Vec<String> = threads.iter().map(|t| t.to_string()).collect();
+        let mut cell = CellResult::new(runtime, "cpu", &args, "host");
+        cell.records = (0..3)
+            .map(|i| {
+                let mut r = RunRecord::new(runtime, "host", "cpu", &args);
+                r.phases_ns.total = 1_000_000;
+                r.result = Some(serde_json::json!({"workload": "cpu", "ops_per_sec": ops + f64::from(i)}));
+                r
+            })
+            .collect();
+        cell
+    };
+    let mut environment = Environment::current();
+    environment.host = HostInfo { machine: "m".into(), cpu_count: 2, ..HostInfo::default() };
+    let cells = vec![
+        scaled(RuntimeKind::Process, &["1000"], 1000.0),
+        scaled(RuntimeKind::Vm, &["1000"], 900.0),
+        scaled(RuntimeKind::Process, &["1000", "2"], 1900.0),
+        scaled(RuntimeKind::Vm, &["1000", "2"], 1800.0),
+    ];
+    let model = ReportModel::from_results(&[ResultsFile::new(environment, cells)]);
+    let charts = cvm::report::charts::build_all(&model);
+    let scaling = charts.iter().find(|c| c.stem == "cpu-scaling").expect("a scaling chart");
+    assert!(scaling.chart.to_svg().unwrap().contains("CPU scaling"));
+    let reading = cvm::report::scaling::reading(&model.machines[0]).expect("a reading");
+    assert!(reading.contains("with 2 threads, the process 1.90×"), "{reading}");
+    assert!(reading.contains("the vm (2 vCPUs) 2.00×"), "{reading}");
+
+    // Without a second thread count there is no view.
+    let plain = ReportModel::from_results(&[results_from("laptop")]);
+    assert!(!cvm::report::charts::build_all(&plain).iter().any(|c| c.stem == "cpu-scaling"));
+}

@@ -34,6 +34,14 @@ impl WorkloadChoice {
     pub fn program(&self) -> Result<Program> {
         Program::workload(&self.name)
     }
+
+    /// `cpu:N:T`: the thread count T, when given.
+    pub fn threads(&self) -> Option<u64> {
+        if self.name != "cpu" {
+            return None;
+        }
+        self.args.get(1)?.parse().ok()
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -175,5 +175,14 @@ fn build_spec(cell_plan: &CellPlan, plan: &BenchPlan) -> Result<RunSpec> {
     spec.kernel = plan.kernel.clone();
     spec.timeout = plan.timeout;
     spec.echo_output = false;
+    // `cpu:N:T` measures scaling: the container gets a quota of T CPUs and the VM T vCPUs, the
+    // resources the T threads need, so each runtime is compared on what it was given.
+    if let Some(threads) = cell_plan.workload.threads() {
+        match cell_plan.runtime {
+            RuntimeKind::Container => spec.cpus = Some(threads as f64),
+            RuntimeKind::Vm => spec.cpus = Some(threads.clamp(1, cvm_guest_abi::MAX_CPUS as u64) as f64),
+            RuntimeKind::Process => {}
+        }
+    }
     Ok(spec)
 }

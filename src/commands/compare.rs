@@ -17,9 +17,16 @@ use crate::units::{check_count, MAX_RUNS, MAX_WARMUP};
 
 /// The default matrix: (workload, args, measured runs, warm-up runs). Sized to finish in well
 /// under a minute on a 2-core nested-KVM machine (about 10 s): `cpu 100000` is half the
-/// workload's default rounds, `mem 16` touches 16 MiB.
-const DEFAULT_MATRIX: [(&str, &[&str], usize, usize); 4] =
-    [("hello", &[], 30, 3), ("cpu", &["100000"], 10, 1), ("mem", &["16"], 10, 1), ("probe", &[], 10, 1)];
+/// workload's default rounds, `mem 16` touches 16 MiB. `cpu 100000 2` (two threads; the
+/// container gets --cpus 2, the VM 2 vCPUs) makes the CPU-scaling view, on hosts with 2 CPUs
+/// or more.
+const DEFAULT_MATRIX: [(&str, &[&str], usize, usize); 5] = [
+    ("hello", &[], 30, 3),
+    ("cpu", &["100000"], 10, 1),
+    ("cpu", &["100000", "2"], 10, 1),
+    ("mem", &["16"], 10, 1),
+    ("probe", &[], 10, 1),
+];
 
 pub fn compare(args: CompareArgs) -> Result<i32> {
     if let Some(runs) = args.runs {
@@ -36,10 +43,16 @@ pub fn compare(args: CompareArgs) -> Result<i32> {
                 .iter()
                 .find(|(name, ..)| *name == choice.name)
                 .map_or((10, 2), |(_, _, runs, warmup)| (*runs, *warmup));
-            vec![(choice, runs, warmup)]
+            // `cpu:N:T` alone: the 1-thread run beside it, for the CPU-scaling view.
+            let single = match choice.threads() {
+                Some(threads) if threads > 1 => Some(WorkloadChoice::new("cpu", &[choice.args[0].as_str()])),
+                _ => None,
+            };
+            single.into_iter().chain([choice]).map(|c| (c, runs, warmup)).collect()
         }
         None => DEFAULT_MATRIX
             .iter()
+            .filter(|(name, wargs, ..)| !(*name == "cpu" && wargs.len() > 1 && host_cpus() < 2))
             .map(|(name, wargs, runs, warmup)| (WorkloadChoice::new(name, wargs), *runs, *warmup))
             .collect(),
     };
@@ -89,6 +102,10 @@ fn density_look(runtimes: &[crate::record::RuntimeKind]) -> Option<crate::densit
     let results = crate::density::measure(&plan, &exe, &progress);
     progress.finish();
     Some(results)
+}
+
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 pub fn default_folder(kind: &str, unix_s: u64) -> PathBuf {

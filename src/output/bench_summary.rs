@@ -20,6 +20,9 @@ pub fn render(model: &ReportModel) -> String {
         for workload in &model.workloads {
             relative_block(&mut out, machine, workload);
         }
+        if let Some(reading) = crate::report::scaling::reading(machine) {
+            let _ = writeln!(out, "{reading}\n");
+        }
     }
     out
 }

@@ -25,6 +25,11 @@ pub fn render(model: &ReportModel) -> String {
         out,
         "  (medians: the typical run; in brackets: × the bare process's median, ± propagated robust σ = 1.4826·MAD)\n"
     );
+    for machine in &model.machines {
+        if let Some(reading) = crate::report::scaling::reading(machine) {
+            let _ = writeln!(out, "{reading}\n");
+        }
+    }
     if let Some(table) = tables::isolation_table(model) {
         let _ = writeln!(out, "Isolation — what the probe program saw:\n");
         let _ = writeln!(out, "{}\n", text_table::render(&table, "  "));

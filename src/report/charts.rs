@@ -1,4 +1,5 @@
-//! Turns the report model into the five charts (plain numbers handed to the plot layer).
+//! Turns the report model into its charts (plain numbers handed to the plot layer): five, and
+//! the CPU-scaling view when the results have `cpu N T` cells.
 
 use super::model::{CellView, MachineView, ReportModel};
 use crate::plot::box_plot::BoxShape;
@@ -31,6 +32,9 @@ pub fn build_all(model: &ReportModel) -> Vec<NamedChart> {
     }
     if let Some(chart) = throughput(model) {
         charts.push(NamedChart { stem: "throughput", chart });
+    }
+    if let Some(chart) = super::scaling::chart(model) {
+        charts.push(NamedChart { stem: "cpu-scaling", chart });
     }
     charts
 }

@@ -7,6 +7,7 @@ pub mod density;
 pub mod document;
 pub mod model;
 pub mod reading;
+pub mod scaling;
 pub mod tables;
 
 use std::path::{Path, PathBuf};

@@ -26,6 +26,7 @@ pub fn findings(model: &ReportModel) -> Vec<String> {
         for workload in &model.workloads {
             throughput(machine, workload).into_iter().for_each(&mut push);
         }
+        super::scaling::reading(machine).into_iter().for_each(&mut push);
         memory(machine).into_iter().for_each(&mut push);
         isolation(machine).into_iter().for_each(&mut push);
         quality(machine).into_iter().for_each(&mut push);
