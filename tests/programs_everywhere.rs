@@ -36,7 +36,8 @@ fn c_pthreads_print_the_same_in_every_runtime_as_root_with_kvm() {
     let runs = run_everywhere(&["--binary", path, "3"]);
     let expected = "mutex: 3 threads added 60000\ncondvar: 2000 items handed over, sum 2001000\n\
                     sleep: 20 ms took at least 20 ms: yes\n\
-                    preemption: a spinning thread let the main thread stop it\n";
+                    preemption: a spinning thread let the main thread stop it\n\
+                    mprotect: the writing thread faulted (1) and wrote 0 times after\n";
     for (place, record) in &runs {
         assert_eq!(record["outcome"], "exited", "{place}: {record}");
         assert_eq!(record["exit_code"], 0, "{place}: {record}");
@@ -84,6 +85,9 @@ fn signal_handlers_run_the_same_in_every_runtime_as_root_with_kvm() {
                     segv: caught signal 11 at address 0\n\
                     fpe: caught signal 8\n\
                     ill: caught signal 4\n\
+                    read-only page: write caught (signal 11, SEGV_ACCERR, at the page: yes), still reads 42\n\
+                    unmapped page: touch caught (signal 11, SEGV_MAPERR)\n\
+                    PROT_NONE reservation: touch caught (signal 11), usable after mprotect: yes\n\
                     sigaltstack: handler ran on the alternate stack: yes\n";
     for (place, record) in &runs {
         assert_eq!(record["outcome"], "exited", "{place}: {record}");

@@ -220,11 +220,18 @@ fn compare_runs_the_default_matrix_and_says_where_the_report_is() {
     assert!(stdout.contains("kernel the program saw"), "the isolation facts are printed: {stdout}");
     let files = results::load(&out.join("results.json")).unwrap();
     let workloads: Vec<String> = files[0].cells.iter().map(|c| c.workload_label()).collect();
-    assert_eq!(workloads, ["hello", "cpu 100000", "mem 16", "probe"]);
+    let two_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    let expected: &[&str] = if two_cpus {
+        &["hello", "cpu 100000", "cpu 100000 2", "mem 16", "probe"]
+    } else {
+        &["hello", "cpu 100000", "mem 16", "probe"]
+    };
+    assert_eq!(workloads, expected);
     assert!(files[0].cells.iter().all(|c| c.records.len() == 2 && c.summary.succeeded == 2));
     for file in ["report.md", "report.html", "results.csv", "charts/startup-phases.svg", "charts/throughput.png"] {
         assert!(out.join(file).exists(), "{file} is missing");
     }
+    assert_eq!(out.join("charts/cpu-scaling.svg").exists(), two_cpus, "the CPU-scaling chart");
 }
 
 /// `cpu N` and `cpu N 2` cells make the CPU-scaling view: a chart in the report, and a reading

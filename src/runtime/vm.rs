@@ -109,13 +109,8 @@ fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
          port access (console output, boot timer, exit) or a fault."
             .into()
     });
-    Ok(Booted {
-        vm,
-        devices: Devices::builtin(cpus, spec.echo_output, deadline)?,
-        builtin: true,
-        cpu_before,
-        own_before,
-    })
+    let devices = Devices::builtin(cpus, spec.echo_output, deadline)?;
+    Ok(Booted { vm, devices, builtin: true, cpu_before, own_before })
 }
 
 /// The embedded workload's cache copy (the process runtime runs the same file), opened for the

@@ -18,8 +18,9 @@ use super::layout::{BOOT_INFO_ADDR, PAGE_SIZE, SYSCALL_COUNTS_ADDR, USER_STACK_S
 use super::linux_boot::{self, LinuxImage};
 use super::loader::{self, ProgramLayout};
 use super::memory::GuestRam;
+use super::paging::{self, PageAccess, PageTables};
+use super::regs;
 use super::user_stack;
-use super::{paging, regs};
 use crate::elf::ElfFile;
 use crate::explain::Narrator;
 
@@ -143,6 +144,10 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
         }
     };
     let cr3 = paging::install(&ram)?;
+    let mut page_tables = PageTables::installed(ram.size());
+    page_tables
+        .protect(&ram, plan.layout.mmap_top, plan.layout.stack_bottom, PageAccess::None)
+        .map_err(|error| anyhow::anyhow!("unmapping the stack guard: {error:?}"))?;
     narrator.step(|| {
         format!(
             "vm: copied the guest kernel ({} KiB, entry {:#x}) and loaded the program ({} KiB, {}) at {:#x} in guest \
@@ -199,7 +204,8 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
 
     let stack = initial_stack(plan, cpu.hwcap, cpu.fsgsbase)?;
     ram.write(stack.base, &stack.bytes)?;
-    let boot_info = boot_info(plan, stack.pointer, cpu.fsgsbase, tsc_khz);
+    let mut boot_info = boot_info(plan, stack.pointer, cpu.fsgsbase, tsc_khz);
+    (boot_info.page_table_pool, boot_info.page_table_pool_end) = page_tables.free_area();
     ram.write(BOOT_INFO_ADDR, boot_info_bytes(&boot_info))?;
     narrator.step(|| {
         format!(

@@ -6,13 +6,14 @@
 //! 0x0000_1000  BootInfo
 //! 0x0000_2000  SyscallCounts (2 pages)     brk_start .. brk_limit      program break
 //! 0x0000_8000  page tables (VMM)           brk_limit .. mmap_top       anonymous mmap
-//! 0x0010_0000  guest kernel image          stack_bottom .. ram_size    user stack (1 MiB)
+//! 0x0010_0000  guest kernel image          mmap_top .. stack_bottom    guard (64 KiB, unmapped)
+//!                                          stack_bottom .. ram_size    user stack (1 MiB)
 //! 0x0040_0000  top of the kernel boot stack
 //! ```
 
 pub use cvm_guest_abi::{
     BOOT_GDT_ADDR, BOOT_INFO_ADDR, KERNEL_BASE, KERNEL_BOOT_STACK_TOP, PAGE_SIZE, PAGE_TABLES_ADDR, PAGE_TABLES_END,
-    PIE_LOAD_BIAS, SYSCALL_COUNTS_ADDR, USER_BASE, USER_STACK_SIZE,
+    PIE_LOAD_BIAS, STACK_GUARD_SIZE, SYSCALL_COUNTS_ADDR, USER_BASE, USER_STACK_SIZE,
 };
 
 /// Guest RAM when `--memory` is not given.

@@ -7,7 +7,8 @@
 use anyhow::{bail, ensure, Context, Result};
 
 use super::layout::{
-    align_up, KERNEL_BASE, KERNEL_BOOT_STACK_TOP, MIN_HEAP_BYTES, PAGE_SIZE, PIE_LOAD_BIAS, USER_BASE, USER_STACK_SIZE,
+    align_up, KERNEL_BASE, KERNEL_BOOT_STACK_TOP, MIN_HEAP_BYTES, PAGE_SIZE, PIE_LOAD_BIAS, STACK_GUARD_SIZE,
+    USER_BASE, USER_STACK_SIZE,
 };
 use super::memory::GuestRam;
 use crate::elf::ElfFile;
@@ -91,7 +92,8 @@ impl ProgramLayout {
             phnum: u64::from(program.phnum),
             brk_start,
             brk_limit,
-            mmap_top: stack_bottom,
+            // Below the stack, a guard the page tables leave unmapped (builder.rs).
+            mmap_top: stack_bottom - STACK_GUARD_SIZE,
             stack_bottom,
             stack_top: ram_size,
         })

@@ -21,6 +21,7 @@ pub mod paging;
 pub mod regs;
 pub mod run;
 pub mod syscall_names;
+pub mod tlb;
 pub mod user_stack;
 pub mod vcpu;
 

@@ -90,6 +90,119 @@ pub fn install(ram: &GuestRam) -> Result<u64> {
     Ok(PML4_ADDR)
 }
 
+/// What the program may do with a page. PROT_EXEC is not told apart: the VM runs without the
+/// NX bit, so whatever may be read may be executed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PageAccess {
+    None,
+    Read,
+    ReadWrite,
+}
+
+impl PageAccess {
+    fn bits(self) -> u64 {
+        match self {
+            PageAccess::None => 0,
+            PageAccess::Read => PRESENT,
+            PageAccess::ReadWrite => PRESENT | WRITABLE,
+        }
+    }
+}
+
+/// The guest's page tables once installed, and what changing them needs: where the next 4 KiB
+/// page table comes from when a 2 MiB page of the program's memory has to be split (the rest
+/// of the area the guest ABI reserves for page tables).
+#[derive(Clone, Copy, Debug)]
+pub struct PageTables {
+    ram_size: u64,
+    next_table: u64,
+}
+
+impl PageTables {
+    /// The tables `install` wrote for `ram_size` bytes of RAM.
+    pub fn installed(ram_size: u64) -> PageTables {
+        PageTables { ram_size, next_table: FIRST_PD_ADDR + ram_size.div_ceil(GIB) * PAGE_SIZE }
+    }
+
+    /// The pages of the page-table area still free, [start, end): the guest kernel's pool for
+    /// the tables it adds itself (BootInfo).
+    pub fn free_area(&self) -> (u64, u64) {
+        (self.next_table, PAGE_TABLES_END)
+    }
+
+    /// Sets the access of the program's pages in [start, end) (page-aligned, inside
+    /// [USER_BASE, RAM end)). Returns whether any entry changed, so the caller knows whether
+    /// cached translations must be dropped. Fails when a 2 MiB page must be split and the
+    /// page-table area is full.
+    pub fn protect(&mut self, ram: &GuestRam, start: u64, end: u64, access: PageAccess) -> Result<bool, ProtectError> {
+        self.try_protect(ram, start, end, access).map_err(|error| {
+            if self.next_table + PAGE_SIZE > PAGE_TABLES_END {
+                ProtectError::OutOfTables
+            } else {
+                ProtectError::Invalid(format!("{error:#}"))
+            }
+        })
+    }
+
+    fn try_protect(&mut self, ram: &GuestRam, start: u64, end: u64, access: PageAccess) -> Result<bool> {
+        ensure!(
+            start.is_multiple_of(PAGE_SIZE) && end.is_multiple_of(PAGE_SIZE) && USER_BASE <= start && start <= end,
+            "protect: {start:#x}..{end:#x} is not a page-aligned range of the program's memory"
+        );
+        ensure!(end <= self.ram_size, "protect: {start:#x}..{end:#x} goes beyond guest RAM");
+        let mut changed = false;
+        let mut chunk = start & !(LARGE_PAGE_SIZE - 1);
+        while chunk < end {
+            let chunk_end = chunk + LARGE_PAGE_SIZE;
+            let pde_address = FIRST_PD_ADDR + (chunk / LARGE_PAGE_SIZE) * 8;
+            let pde = ram.read_u64(pde_address)?;
+            let whole = start <= chunk && chunk_end <= end;
+            if whole && pde & LARGE != 0 {
+                let wanted = chunk | LARGE | USER | access.bits();
+                changed |= wanted != pde;
+                ram.write(pde_address, &wanted.to_le_bytes())?;
+            } else {
+                let table = if pde & LARGE != 0 { self.split(ram, pde_address, pde)? } else { pde & ADDRESS_MASK };
+                for page in (chunk.max(start)..chunk_end.min(end)).step_by(PAGE_SIZE as usize) {
+                    let pte_address = table + (page - chunk) / PAGE_SIZE * 8;
+                    let wanted = page | USER | access.bits();
+                    changed |= ram.read_u64(pte_address)? != wanted;
+                    ram.write(pte_address, &wanted.to_le_bytes())?;
+                }
+            }
+            chunk = chunk_end;
+        }
+        Ok(changed)
+    }
+
+    /// Replaces the 2 MiB page of `pde` by a table of 512 4 KiB pages with the same access.
+    fn split(&mut self, ram: &GuestRam, pde_address: u64, pde: u64) -> Result<u64> {
+        ensure!(
+            self.next_table + PAGE_SIZE <= PAGE_TABLES_END,
+            "the page-table area is full: too many differently protected 2 MiB regions"
+        );
+        let table = self.next_table;
+        self.next_table += PAGE_SIZE;
+        let base = pde & ADDRESS_MASK & !(LARGE_PAGE_SIZE - 1);
+        let flags = pde & (PRESENT | WRITABLE | USER);
+        let entries: Vec<u8> =
+            (0..ENTRIES).flat_map(|page| ((base + page * PAGE_SIZE) | flags).to_le_bytes()).collect();
+        ram.write(table, &entries)?;
+        ram.write(pde_address, &(table | PRESENT | WRITABLE | USER).to_le_bytes())?;
+        Ok(table)
+    }
+}
+
+#[derive(Debug)]
+pub enum ProtectError {
+    /// A 2 MiB page had to be split and the page-table area is full.
+    OutOfTables,
+    Invalid(String),
+}
+
+/// The physical-address bits of an entry.
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +279,30 @@ mod tests {
     #[test]
     fn the_largest_ram_fits_the_reserved_area() {
         assert!(build(super::super::layout::MAX_RAM_BYTES).is_ok());
+    }
+
+    #[test]
+    fn protecting_splits_a_large_page_and_sets_each_entry() {
+        let ram = GuestRam::new(8 << 20).unwrap();
+        install(&ram).unwrap();
+        let mut tables = PageTables::installed(8 << 20);
+        let read_back = |address: u64| {
+            let mut bytes = vec![0u8; (PAGE_TABLES_END - PAGE_TABLES_ADDR) as usize];
+            ram.read(PAGE_TABLES_ADDR, &mut bytes).unwrap();
+            walk(&bytes, address)
+        };
+        // One page inside a 2 MiB page: split, that page read-only, its neighbours untouched.
+        assert!(tables.protect(&ram, USER_BASE + 0x3000, USER_BASE + 0x4000, PageAccess::Read).unwrap());
+        assert_eq!(read_back(USER_BASE + 0x3000).unwrap().0, (USER_BASE + 0x3000) | PRESENT | USER);
+        assert_eq!(read_back(USER_BASE + 0x2000).unwrap().0, (USER_BASE + 0x2000) | PRESENT | WRITABLE | USER);
+        // The same again changes nothing; a whole 2 MiB page stays one entry.
+        assert!(!tables.protect(&ram, USER_BASE + 0x3000, USER_BASE + 0x4000, PageAccess::Read).unwrap());
+        assert!(tables.protect(&ram, 6 << 20, 8 << 20, PageAccess::None).unwrap());
+        assert_eq!(read_back(7 << 20), None);
+        assert_eq!(tables.next_table, PageTables::installed(8 << 20).next_table + PAGE_SIZE);
+        // Outside the program's memory, or unaligned: refused.
+        assert!(tables.protect(&ram, 0x1000, 0x2000, PageAccess::None).is_err());
+        assert!(tables.protect(&ram, USER_BASE + 1, USER_BASE + 0x1000, PageAccess::None).is_err());
+        assert!(tables.protect(&ram, 6 << 20, 10 << 20, PageAccess::None).is_err());
     }
 }

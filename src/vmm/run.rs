@@ -110,7 +110,9 @@ fn one_vcpu(
         deadline,
         timer: Some(&devices.timer),
         stopping: Some(&control.stopping),
+        tlb: Some(&devices.tlb),
     };
+    devices.tlb.register(cpu);
     let result = match VcpuKicker::start(KICK_PERIOD) {
         Ok(_kicker) => vcpu::run(vcpu, &context, &mut exits),
         Err(error) => Err(error),

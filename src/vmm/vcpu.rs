@@ -13,6 +13,7 @@ use super::bus::{Access, Bus, PortAction};
 use super::devices::timer::{TimerDevice, TIMER_VECTOR};
 use super::exits::{ExitCounts, ExitKind};
 use super::memory::GuestRam;
+use super::tlb::Tlb;
 use super::VmStop;
 use crate::interrupt;
 
@@ -26,12 +27,14 @@ pub struct VcpuContext<'a> {
     pub timer: Option<&'a TimerDevice>,
     /// Set when another vCPU ended the run.
     pub stopping: Option<&'a std::sync::atomic::AtomicBool>,
+    /// The VM's cached-translation bookkeeping, when the VMM may change its page tables.
+    pub tlb: Option<&'a Tlb>,
 }
 
 impl<'a> VcpuContext<'a> {
     /// The only vCPU of a VM, without timers.
     pub fn single(bus: &'a Bus, ram: &'a GuestRam, deadline: Instant) -> VcpuContext<'a> {
-        VcpuContext { cpu: 0, bus, ram, deadline, timer: None, stopping: None }
+        VcpuContext { cpu: 0, bus, ram, deadline, timer: None, stopping: None, tlb: None }
     }
 }
 
@@ -83,7 +86,7 @@ enum Pending {
 /// Runs one vCPU until the run ends; counts exits by kind into `exits`. None: another vCPU
 /// ended the run.
 pub fn run(vcpu: &mut VcpuFd, context: &VcpuContext, exits: &mut ExitCounts) -> Result<Option<VmStop>> {
-    let VcpuContext { cpu, bus, ram, deadline, timer, stopping } = *context;
+    let VcpuContext { cpu, bus, ram, deadline, timer, stopping, tlb } = *context;
     let mut count = |kind: ExitKind| exits.count(kind);
     let mut interrupt_due = false;
     loop {
@@ -107,7 +110,14 @@ pub fn run(vcpu: &mut VcpuFd, context: &VcpuContext, exits: &mut ExitCounts) -> 
             // In the guest kernel, perhaps with interrupts off: try again very soon.
             super::kick::next_no_later_than(now + RETRY_INTERRUPT);
         }
-        let pending = match vcpu.run() {
+        if let Some(tlb) = tlb {
+            tlb.before_entry(cpu, vcpu)?;
+        }
+        let ran = vcpu.run();
+        if let Some(tlb) = tlb {
+            tlb.after_exit(cpu);
+        }
+        let pending = match ran {
             Ok(exit) => {
                 let access = Access { cpu, ram, now: Instant::now() };
                 match exit {

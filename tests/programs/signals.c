@@ -1,7 +1,8 @@
 /* Signals the way ordinary C programs use them (musl): a handler for a signal the program
  * sends itself, handlers for faults that jump back with siglongjmp (NULL dereference: SIGSEGV,
  * division by zero: SIGFPE, an invalid instruction: SIGILL), a handler on an alternate signal
- * stack, and a mask that holds a signal back until it is unblocked. Prints the same lines
+ * stack, a mask that holds a signal back until it is unblocked, and page protections (a write
+ * to a read-only page, a touch of an unmapped one: SIGSEGV). Prints the same lines
  * wherever it runs.
  *
  * usage: signals            the handlers above, then exit 0
@@ -13,9 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t got_signal, got_code;
+static volatile sig_atomic_t got_signal, got_code, fault_code;
 static sigjmp_buf recover;
 static volatile uintptr_t fault_address;
 
@@ -29,6 +31,7 @@ static void on_fault(int signal, siginfo_t *info, void *context) {
     (void)context;
     got_signal = signal;
     fault_address = (uintptr_t)info->si_addr;
+    fault_code = info->si_code;
     siglongjmp(recover, 1);
 }
 
@@ -100,6 +103,32 @@ int main(int argc, char **argv) {
     if (sigsetjmp(recover, 1) == 0)
         __asm__ volatile("ud2");
     printf("ill: caught signal %d\n", got_signal);
+
+    long page_size = sysconf(_SC_PAGESIZE);
+    char *page = mmap(NULL, 2 * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    page[0] = 42;
+    mprotect(page, page_size, PROT_READ);
+    got_signal = 0;
+    if (sigsetjmp(recover, 1) == 0)
+        *(volatile char *)page = 1;
+    printf("read-only page: write caught (signal %d, %s, at the page: %s), still reads %d\n", got_signal,
+           fault_code == SEGV_ACCERR ? "SEGV_ACCERR" : "other", fault_address == (uintptr_t)page ? "yes" : "no",
+           page[0]);
+    page[page_size] = 7; /* the second page stayed writable */
+    munmap(page, 2 * page_size);
+    got_signal = 0;
+    if (sigsetjmp(recover, 1) == 0)
+        got_code = *(volatile char *)(page + page_size);
+    printf("unmapped page: touch caught (signal %d, %s)\n", got_signal,
+           fault_code == SEGV_MAPERR ? "SEGV_MAPERR" : "other");
+    char *reserved = mmap(NULL, 16 * page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    got_signal = 0;
+    if (sigsetjmp(recover, 1) == 0)
+        reserved[0] = 1;
+    mprotect(reserved, 16 * page_size, PROT_READ | PROT_WRITE);
+    memset(reserved, 3, 16 * page_size);
+    printf("PROT_NONE reservation: touch caught (signal %d), usable after mprotect: %s\n", got_signal,
+           reserved[16 * page_size - 1] == 3 ? "yes" : "no");
 
     stack_t stack = {.ss_sp = alt_stack, .ss_size = sizeof alt_stack, .ss_flags = 0};
     sigaltstack(&stack, NULL);

@@ -1,11 +1,15 @@
 /* Threads the way ordinary C programs use them (musl's pthreads: clone, futex, set_tid_address,
  * mmap'd stacks): workers adding to a counter under a mutex, a producer and a consumer handing
- * items over through a condition variable, sleeps, and a thread that spins until the main
- * thread (which must get a CPU to do it: preemption) tells it to stop. Prints the same lines wherever it runs;
+ * items over through a condition variable, sleeps, a thread that spins until the main thread
+ * (which must get a CPU to do it: preemption) tells it to stop, and a thread writing a page
+ * that the main thread makes read-only (the very next write must fault, wherever it runs). Prints the same lines wherever it runs;
  * exits 1 if a number is wrong.
  *
  * usage: threads [WORKERS] (default 4) */
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -71,6 +75,31 @@ static void *spin(void *arg) {
     return NULL;
 }
 
+static volatile char *shared_page;
+static volatile int page_protected, writer_faulted;
+static volatile long writes_after_protect;
+static sigjmp_buf writer_recover;
+
+static void on_segv(int signal) {
+    (void)signal;
+    writer_faulted = 1;
+    siglongjmp(writer_recover, 1);
+}
+
+static void *write_page(void *arg) {
+    (void)arg;
+    if (sigsetjmp(writer_recover, 1) == 0) {
+        for (;;) {
+            /* Read the flag first: a write that starts after mprotect returned must fault. */
+            int after = page_protected;
+            shared_page[0]++;
+            if (after && ++writes_after_protect > 1000000)
+                break;
+        }
+    }
+    return NULL;
+}
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -120,6 +149,20 @@ int main(int argc, char **argv) {
     stop_spinning = 1;
     pthread_join(spinner, NULL);
     printf("preemption: a spinning thread let the main thread stop it\n");
+
+    signal(SIGSEGV, on_segv);
+    shared_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    pthread_t writer;
+    if (pthread_create(&writer, NULL, write_page, NULL)) {
+        fprintf(stderr, "pthread_create failed\n");
+        return 1;
+    }
+    nanosleep(&nap, NULL);
+    mprotect((void *)shared_page, 4096, PROT_READ);
+    page_protected = 1;
+    pthread_join(writer, NULL);
+    printf("mprotect: the writing thread faulted (%d) and wrote %ld times after\n", writer_faulted,
+           writes_after_protect);
 
     int ok = counter == (long)workers * ROUNDS && sum == (long)ITEMS * (ITEMS + 1) / 2 && slept >= 0.020;
     return ok ? 0 : 1;

@@ -95,7 +95,16 @@ pub mod port {
     /// timer, like a TSC-deadline timer); 0 cancels. The interrupt waits while the guest runs
     /// with interrupts off (in its kernel) and arrives when it returns to the program.
     pub const TIMER: u16 = 0x504;
+    /// The guest kernel took access to some pages away (munmap, mprotect): every other vCPU
+    /// must drop its cached translations before it runs guest code again. The VMM makes them
+    /// (the guest has no inter-processor interrupts) and returns once they have. The value
+    /// written is ignored.
+    pub const TLB_SHOOTDOWN: u16 = 0x505;
 }
+
+/// Unmapped pages between the mmap area and the user stack: a stack overflow faults there
+/// instead of silently writing into mmap'd memory.
+pub const STACK_GUARD_SIZE: u64 = 64 << 10;
 
 /// Codes written to [`port::BOOT_TIMER`] (as Cloud Hypervisor's debug port does).
 pub mod boot_code {
@@ -137,6 +146,10 @@ pub struct BootInfo {
     pub realtime_ns_at_boot: u64,
     /// Guest-physical address of the [`SyscallCounts`] table.
     pub syscall_counts_addr: u64,
+    /// Free pages of the page-table area, [pool, pool_end): where the guest kernel takes a
+    /// 4 KiB page table when it splits a 2 MiB page of the program's memory (mprotect).
+    pub page_table_pool: u64,
+    pub page_table_pool_end: u64,
     /// NUL-terminated host name the guest reports in `uname`.
     pub hostname: [u8; 65],
     pub _pad: [u8; 7],
@@ -159,6 +172,8 @@ impl BootInfo {
             tsc_khz: 0,
             realtime_ns_at_boot: 0,
             syscall_counts_addr: 0,
+            page_table_pool: 0,
+            page_table_pool_end: 0,
             hostname: [0; 65],
             _pad: [0; 7],
         }
@@ -177,8 +192,11 @@ pub struct SyscallCounts {
     pub unsupported: [u32; SYSCALL_SLOTS],
 }
 
+/// The most bytes one [`ConsoleWrite`] carries; the guest kernel splits a larger write.
+pub const CONSOLE_WRITE_MAX: u64 = 16 << 20;
+
 /// Argument of [`port::CONSOLE_WRITE`]: the host copies `len` bytes at guest address `addr`
-/// to the run's stdout (fd 1) or stderr (fd 2).
+/// to the run's stdout (fd 1) or stderr (fd 2); `len` is at most [`CONSOLE_WRITE_MAX`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConsoleWrite {

@@ -7,7 +7,7 @@
 
 use crate::cpu::{out32, out8};
 use crate::global::Global;
-use cvm_guest_abi::{port, ConsoleWrite};
+use cvm_guest_abi::{port, ConsoleWrite, CONSOLE_WRITE_MAX};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -30,8 +30,8 @@ pub fn write(fd: u32, bytes: &[u8]) {
     }
     match BACKEND.get() {
         Backend::Hypercall => {
-            // Lengths beyond u32 go in pieces (the request's length field is 32-bit).
-            for chunk in bytes.chunks(u32::MAX as usize) {
+            // A write larger than one request may carry goes in pieces.
+            for chunk in bytes.chunks(CONSOLE_WRITE_MAX as usize) {
                 // On this vCPU's stack: several vCPUs may write at once.
                 let request = ConsoleWrite { fd, len: chunk.len() as u32, addr: chunk.as_ptr() as u64 };
                 // Guest RAM is identity-mapped and the kernel's stacks live below 4 GiB, so the

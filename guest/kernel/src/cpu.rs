@@ -234,6 +234,13 @@ pub fn reload_cr3() {
     }
 }
 
+/// Runs `op` of `fault::privileged_call` at real CPL0 (see entry.rs `privileged_call_ud2`).
+pub fn privileged(op: u64, arg: u64) -> u64 {
+    // SAFETY: the #UD handler recognises this ud2 and steps over it; op and arg are checked
+    // by the operation itself.
+    unsafe { crate::entry::privileged_call_ud2(op, arg) }
+}
+
 /// The program's SSE and x87 state (FXSAVE layout, 512 bytes).
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]

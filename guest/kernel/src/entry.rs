@@ -76,6 +76,10 @@ extern "C" {
     /// `out dx, eax` / `out dx, al` that also work from the syscall path on PVM (see #GP).
     pub fn port_out32(port: u32, value: u32);
     pub fn port_out8(port: u32, value: u32);
+    /// Runs `fault::privileged_call(op, arg)` at real CPL0 and returns its result, from
+    /// anywhere (the syscall path on PVM hosts runs in hardware ring 3): a `ud2` the #UD
+    /// handler recognises by its address, as `set_fs_base_through_ud2`.
+    pub fn privileged_call_ud2(op: u64, arg: u64) -> u64;
     /// Restores the registers in `frame` and `iretq`s to the program. Never returns.
     pub fn return_to_user(frame: *const UserFrame) -> !;
 }
@@ -356,6 +360,13 @@ global_asm!(
     "    out dx, al",
     "    ret",
 );
+
+global_asm!(".section .text", ".global privileged_call_ud2", "privileged_call_ud2:", "    ud2", "    ret",);
+
+/// The address of the `ud2` in `privileged_call_ud2`.
+pub fn privileged_call_address() -> u64 {
+    privileged_call_ud2 as *const () as u64
+}
 
 global_asm!(
     ".section .text",

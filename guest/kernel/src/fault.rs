@@ -16,6 +16,21 @@ use cvm_guest_abi::{fault_kind, port, FaultReport, KERNEL_BASE, MAX_CPUS, TIMER_
 use crate::signal::{self, code, SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP};
 
 const PAGE_FAULT: u64 = 14;
+const INVALID_OPCODE: u64 = 6;
+
+/// `privileged_call_ud2` operations.
+pub mod privileged {
+    /// Change page protections; the argument points at a [`crate::protection::Request`].
+    pub const PROTECT: u64 = 1;
+}
+
+/// What the kernel does at real CPL0 on request from code that may not be there.
+fn privileged_call(op: u64, arg: u64) -> u64 {
+    match op {
+        privileged::PROTECT => crate::protection::apply(arg),
+        _ => u64::MAX,
+    }
+}
 
 /// The signal Linux sends for each exception vector.
 fn signal_for(vector: u64) -> u32 {
@@ -63,6 +78,11 @@ pub extern "C" fn handle_exception(frame: &mut UserFrame) {
     }
     if frame.vector >= 32 {
         return; // no other interrupt is ever sent; a stray one is ignored
+    }
+    if frame.vector == INVALID_OPCODE && frame.rip == crate::entry::privileged_call_address() {
+        frame.rax = privileged_call(frame.rdi, frame.rsi);
+        frame.rip += 2; // past the ud2
+        return;
     }
     let cr2 = if frame.vector == PAGE_FAULT { cpu::read_cr2() } else { 0 };
     // PVM: the syscall handler's first fetch faults as a user-mode access (see cpu.rs). The

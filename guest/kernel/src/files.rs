@@ -23,7 +23,7 @@ pub fn read(fd: u64, buf: u64, len: u64) -> SysResult {
     if fd != STDIN {
         return Err(EBADF);
     }
-    user::check(buf, len)?;
+    user::writable(buf, len)?;
     Ok(0) // end of file: the VM has no input
 }
 
@@ -49,10 +49,10 @@ fn check_iovecs(iov: u64, count: u64) -> Result<(), Errno> {
     if count > IOV_MAX {
         return Err(EINVAL);
     }
-    user::check(iov, count * 16)?;
+    user::readable(iov, count * 16)?;
     for index in 0..count {
         let (base, len) = iovec(iov, index)?;
-        user::check(base, len)?;
+        user::readable(base, len)?;
     }
     Ok(())
 }
@@ -96,7 +96,7 @@ pub fn writev(fd: u64, iov: u64, count: u64) -> SysResult {
 
 /// `open`/`openat`: nothing exists (a bad path pointer is still -EFAULT, as on Linux).
 pub fn open(path: u64) -> SysResult {
-    user::check(path, 1)?;
+    user::readable(path, 1)?;
     Err(ENOENT)
 }
 

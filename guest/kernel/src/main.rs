@@ -24,8 +24,10 @@ mod files;
 mod futex;
 mod global;
 mod memory;
+mod paging;
 mod percpu;
 mod process;
+mod protection;
 mod pvh;
 mod sched;
 mod signal;
@@ -67,6 +69,7 @@ pub fn start(boot: &BootInfo, backend: console::Backend) -> ! {
     user::init(boot.ram_size);
     // Under QEMU, firmware ran in this RAM before us: nothing can be assumed zero.
     memory::init(boot, backend == console::Backend::Hypercall);
+    paging::init(boot.page_table_pool, boot.page_table_pool_end);
     syscalls::init(boot.syscall_counts_addr);
     let have_fsgsbase = boot.flags & boot_flags::FSGSBASE != 0;
     process::init(&boot.hostname, have_fsgsbase);

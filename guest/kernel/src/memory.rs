@@ -14,10 +14,13 @@
 //! handed out) and below `brk_high_water` may have been written; the rest is still pristine
 //! and is not touched (which also keeps `guest_touched_bytes` honest).
 //!
-//! Not modelled: protections (`mprotect` succeeds and changes nothing; a PROT_NONE guard
-//! page stays accessible) and file mappings (`-ENODEV`/`-EBADF`).
+//! Protections are real: `mmap`'s PROT bits, `mprotect` and `munmap` become page-table
+//! entries (protection.rs asks the VMM), so a write to a read-only page or a touch of an
+//! unmapped one faults (SIGSEGV). The stack guard below the user stack is unmapped from boot.
+//! Not modelled: file mappings (`-ENODEV`/`-EBADF`), reservations larger than guest RAM.
 
 use crate::errno::{Errno, SysResult, EBADF, EEXIST, EINVAL, ENODEV, ENOMEM};
+use crate::protection::{self, Access};
 use crate::sync::SpinLock;
 use crate::user;
 use cvm_guest_abi::{BootInfo, PAGE_SIZE};
@@ -82,6 +85,17 @@ pub fn init(boot: &BootInfo, ram_is_zeroed: bool) {
         space.free[0] = Extent { start: space.mmap_base, end: space.mmap_top };
         space.free_len = usize::from(space.mmap_base < space.mmap_top);
     });
+    // The VMM left the guard between the mmap area and the stack unmapped.
+    protection::init_range(boot.mmap_top, boot.stack_bottom, Access::None);
+}
+
+/// Makes [start, end) read-write (it may have been unmapped or protected before) so the
+/// kernel can clear it.
+fn make_writable(start: u64, end: u64) -> Result<(), Errno> {
+    if protection::allows(start, end, true) {
+        return Ok(());
+    }
+    protection::set(start, end, Access::ReadWrite)
 }
 
 fn page_up(value: u64) -> Option<u64> {
@@ -100,6 +114,9 @@ pub fn brk(requested: u64) -> SysResult {
             if requested > space.brk {
                 // Memory below the high-water mark may hold data from before a shrink.
                 let dirty_end = requested.min(space.brk_high_water);
+                if !protection::allows(space.brk, page_up(requested).unwrap_or(requested), true) {
+                    return Ok(space.brk); // the program unmapped or protected pages there
+                }
                 if dirty_end > space.brk {
                     user::zero(space.brk, dirty_end - space.brk);
                 }
@@ -111,7 +128,7 @@ pub fn brk(requested: u64) -> SysResult {
     })
 }
 
-pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, fd: u64, _offset: u64) -> SysResult {
+pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, _offset: u64) -> SysResult {
     if flags & MAP_ANONYMOUS == 0 {
         // There are no files: fds 0-2 are consoles (cannot be mapped), the rest are not open.
         return Err(if fd <= 2 { ENODEV } else { EBADF });
@@ -121,7 +138,23 @@ pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, fd: u64, _offset: u64) 
     }
     // MAP_SHARED anonymous memory is the same as private here: there is one process.
     let len = page_up(len).ok_or(ENOMEM)?;
-    SPACE.with(|space| {
+    let start = SPACE.with(|space| place(space, addr, len, flags))?;
+    let end = start + len;
+    let access = Access::from_prot(prot);
+    let prepared = make_writable(start, end).and_then(|()| {
+        SPACE.with(|space| space.clear_for_reuse(start, end));
+        protection::set(start, end, access)
+    });
+    if let Err(errno) = prepared {
+        SPACE.with(|space| space.release(start.max(space.mmap_base), end.min(space.mmap_top)));
+        return Err(errno);
+    }
+    Ok(start)
+}
+
+/// Where a new mapping of `len` bytes goes (and takes it from the free extents).
+fn place(space: &mut AddressSpace, addr: u64, len: u64, flags: u64) -> SysResult {
+    {
         if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
             if !is_page_aligned(addr) {
                 return Err(EINVAL);
@@ -132,7 +165,6 @@ pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, fd: u64, _offset: u64) 
                 return Err(EEXIST);
             }
             space.take(addr, end)?;
-            space.clear_for_reuse(addr, end);
             return Ok(addr);
         }
         // The address hint is ignored, as Linux may do: top-down first fit.
@@ -140,9 +172,8 @@ pub fn mmap(addr: u64, len: u64, _prot: u64, flags: u64, fd: u64, _offset: u64) 
         let extent = extent.ok_or(ENOMEM)?;
         let start = extent.end - len;
         space.take(start, extent.end)?;
-        space.clear_for_reuse(start, extent.end);
         Ok(start)
-    })
+    }
 }
 
 pub fn munmap(addr: u64, len: u64) -> SysResult {
@@ -150,9 +181,11 @@ pub fn munmap(addr: u64, len: u64) -> SysResult {
         return Err(EINVAL);
     }
     let end = page_up(len).and_then(|len| addr.checked_add(len)).ok_or(EINVAL)?;
+    user::check(addr, end - addr).map_err(|_| EINVAL)?;
+    // The pages go away wherever they are (a program that unmaps its own stack faults, as on
+    // Linux); only the mmap area is handed out again.
+    protection::set(addr, end, Access::None)?;
     SPACE.with(|space| {
-        // Only the mmap area is recycled; unmapping heap, image or stack is accepted and
-        // changes nothing (the pages stay mapped).
         let start = addr.max(space.mmap_base);
         let end = end.min(space.mmap_top);
         if start < end {
@@ -162,13 +195,14 @@ pub fn munmap(addr: u64, len: u64) -> SysResult {
     })
 }
 
-/// Accepted for any range of the program's memory; protections are not enforced (README).
-pub fn mprotect(addr: u64, len: u64, _prot: u64) -> SysResult {
+/// Any range of the program's memory gets the new access, in the page tables.
+pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
     if !is_page_aligned(addr) {
         return Err(EINVAL);
     }
     let len = page_up(len).ok_or(ENOMEM)?;
     user::check(addr, len).map_err(|_| ENOMEM)?;
+    protection::set(addr, addr + len, Access::from_prot(prot))?;
     Ok(0)
 }
 
@@ -181,9 +215,38 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
     let len = page_up(len).ok_or(EINVAL)?;
     user::check(addr, len).map_err(|_| ENOMEM)?;
     if advice == MADV_DONTNEED {
-        SPACE.with(|space| space.clear_for_reuse(addr, addr + len));
+        let end = addr + len;
+        if protection::allows(addr, end, true) {
+            SPACE.with(|space| space.clear_for_reuse(addr, end));
+        } else {
+            // Rare: protected pages whose contents must still read as zero from now on.
+            zero_protected(addr, end)?;
+        }
     }
     Ok(0)
+}
+
+/// Clears [start, end) page by page, each page made writable for the moment and given back its
+/// access (so unmapped pages stay unmapped, read-only ones read zeros).
+fn zero_protected(start: u64, end: u64) -> Result<(), Errno> {
+    let mut page = start;
+    while page < end {
+        let next = page + PAGE_SIZE;
+        let access = if protection::allows(page, next, true) {
+            Access::ReadWrite
+        } else if protection::allows(page, next, false) {
+            Access::Read
+        } else {
+            Access::None
+        };
+        if access != Access::None {
+            make_writable(page, next)?;
+            SPACE.with(|space| space.clear_for_reuse(page, next));
+            protection::set(page, next, access)?;
+        }
+        page = next;
+    }
+    Ok(())
 }
 
 impl AddressSpace {

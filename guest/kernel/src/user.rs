@@ -1,13 +1,15 @@
 //! Access to the program's memory from system calls.
 //!
-//! The program's memory is [USER_BASE, ram_size), identity-mapped and present from the start,
-//! so a pointer inside that range can be used directly and never faults. A pointer outside it
-//! gets `-EFAULT`: the kernel never trusts an address the program hands it.
+//! The program's memory is [USER_BASE, ram_size), identity-mapped. A pointer inside that range
+//! can be used directly unless the program took away its access (munmap, mprotect, the stack
+//! guard; protection.rs keeps the list); a pointer outside it, or into such a page, gets
+//! `-EFAULT`: the kernel never trusts an address the program hands it.
 
 use core::mem::size_of;
 
 use crate::errno::{Errno, EFAULT};
 use crate::global::Global;
+use crate::protection;
 use cvm_guest_abi::USER_BASE;
 
 /// First address above the program's memory (the end of guest RAM).
@@ -33,11 +35,30 @@ pub fn check(addr: u64, len: u64) -> Result<(), Errno> {
     }
 }
 
+/// [`check`], and the program may read all of it (protection.rs).
+pub fn readable(addr: u64, len: u64) -> Result<(), Errno> {
+    accessible(addr, len, false)
+}
+
+/// [`check`], and the program may write all of it.
+pub fn writable(addr: u64, len: u64) -> Result<(), Errno> {
+    accessible(addr, len, true)
+}
+
+fn accessible(addr: u64, len: u64, write: bool) -> Result<(), Errno> {
+    check(addr, len)?;
+    if len == 0 || protection::allows(addr, addr + len, write) {
+        Ok(())
+    } else {
+        Err(EFAULT)
+    }
+}
+
 pub fn bytes<'a>(addr: u64, len: u64) -> Result<&'a [u8], Errno> {
     if len == 0 {
         return Ok(&[]);
     }
-    check(addr, len)?;
+    readable(addr, len)?;
     // SAFETY: the range is mapped user memory (checked above) that no kernel object lives in.
     Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) })
 }
@@ -46,20 +67,20 @@ pub fn bytes_mut<'a>(addr: u64, len: u64) -> Result<&'a mut [u8], Errno> {
     if len == 0 {
         return Ok(&mut []);
     }
-    check(addr, len)?;
+    writable(addr, len)?;
     // SAFETY: as in `bytes`; the program is suspended while the kernel writes.
     Ok(unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len as usize) })
 }
 
 /// Reads a plain-data value (any bit pattern valid) from the program.
 pub fn read<T: Copy>(addr: u64) -> Result<T, Errno> {
-    check(addr, size_of::<T>() as u64)?;
+    readable(addr, size_of::<T>() as u64)?;
     // SAFETY: checked range; read_unaligned because the program owes us no alignment.
     Ok(unsafe { (addr as *const T).read_unaligned() })
 }
 
 pub fn write<T: Copy>(addr: u64, value: T) -> Result<(), Errno> {
-    check(addr, size_of::<T>() as u64)?;
+    writable(addr, size_of::<T>() as u64)?;
     // SAFETY: as in `read`.
     unsafe { (addr as *mut T).write_unaligned(value) };
     Ok(())
@@ -74,7 +95,8 @@ pub fn write_optional<T: Copy>(addr: u64, value: T) -> Result<(), Errno> {
     }
 }
 
-/// Fills a range with zeros: `rep stosb` is the fastest way and plain integer code.
+/// Fills a range with zeros: `rep stosb` is the fastest way and plain integer code. The range
+/// must be writable (memory.rs makes it so first).
 pub fn zero(addr: u64, len: u64) {
     if len == 0 {
         return;

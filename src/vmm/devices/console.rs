@@ -12,7 +12,7 @@ use crate::runtime::relay::{self, Relay, Stalled};
 use crate::vmm::memory::GuestRam;
 
 /// Largest single write accepted (a program's write() is at most this much per call).
-const MAX_WRITE: u64 = 16 << 20;
+const MAX_WRITE: u64 = cvm_guest_abi::CONSOLE_WRITE_MAX;
 /// A write is copied out of guest RAM in pieces of this size, so cvm never holds a whole
 /// 16 MiB write, only what the record keeps and what the live relay queues.
 const PIECE: usize = 64 << 10;

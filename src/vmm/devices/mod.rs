@@ -6,6 +6,7 @@ pub mod boot_timer;
 pub mod console;
 pub mod exit_port;
 pub mod fault;
+pub mod protect;
 pub mod serial;
 pub mod sleep;
 pub mod timer;
@@ -21,9 +22,12 @@ use super::VmStop;
 use crate::runtime::relay::Stalled;
 use boot_timer::BootTimer;
 use console::{ConsoleError, ProgramConsole};
+use protect::ShootdownPort;
 use serial::SerialConsole;
 use sleep::{SleepDevice, WakePort};
 use timer::TimerDevice;
+
+use super::tlb::Tlb;
 
 /// Every device of one VM, and the bus that routes to them. The fields give the VMM what it
 /// reads after the run (output, boot times); the bus is what the vCPUs use.
@@ -33,6 +37,8 @@ pub struct Devices {
     pub console: Arc<Mutex<ProgramConsole>>,
     pub sleep: Arc<SleepDevice>,
     pub timer: Arc<TimerDevice>,
+    /// Every vCPU's cached translations, dropped when the page tables change.
+    pub tlb: Arc<Tlb>,
     pub bus: Bus,
 }
 
@@ -43,8 +49,8 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Devices {
     /// What the builtin guest kernel uses: serial, exit, boot timer, ConsoleWrite, fault report,
-    /// Sleep, Wake and Timer; any other port is a kernel bug that ends the run. Live output (with `echo`)
-    /// gives up waiting on a stalled reader at `deadline`.
+    /// Sleep, Wake, Timer and TLB shootdown; any other port is a kernel bug that ends the run.
+    /// Live output (with `echo`) gives up waiting on a stalled reader at `deadline`.
     pub fn builtin(cpus: usize, echo: bool, deadline: Instant) -> Result<Devices> {
         let mut devices = Devices::bare(cpus, echo, deadline, UnknownPorts::Refuse)?;
         let bus = &mut devices.bus;
@@ -54,6 +60,7 @@ impl Devices {
         bus.register(port::SLEEP, 1, devices.sleep.clone())?;
         bus.register(port::WAKE, 1, Arc::new(WakePort(devices.sleep.clone())))?;
         bus.register(port::TIMER, 1, devices.timer.clone())?;
+        bus.register(port::TLB_SHOOTDOWN, 1, Arc::new(ShootdownPort(devices.tlb.clone())))?;
         Ok(devices)
     }
 
@@ -75,6 +82,7 @@ impl Devices {
             console: Arc::new(Mutex::new(ProgramConsole::new(echo, deadline))),
             sleep: Arc::new(SleepDevice::new(cpus, deadline)?),
             timer: Arc::new(TimerDevice::new(cpus)),
+            tlb: Arc::new(Tlb::new(cpus)),
             bus,
         })
     }

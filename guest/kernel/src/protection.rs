@@ -1,0 +1,207 @@
+//! Page protections: what the program may do with each of its pages, and the kernel's own copy
+//! of that, kept to check the pointers the program passes.
+//!
+//! A change is written into the page tables at real CPL0 (paging.rs, reached through
+//! `privileged_call_ud2`); when access was taken away, the VMM then makes every other vCPU drop
+//! its cached translations (port TLB_SHOOTDOWN: there are no inter-processor interrupts). The
+//! kernel keeps the same facts as a short sorted list of the ranges that are *not* plain
+//! read-write (a PROT_NONE reservation, a read-only page, the stack guard, unmapped holes), so
+//! that a system call never touches a page the program could not: `user.rs` asks [`allows`]
+//! before every access, and answers -EFAULT instead of faulting in the kernel.
+
+use crate::console;
+use crate::cpu::out32;
+use crate::errno::{Errno, ENOMEM};
+use crate::fault::privileged;
+use crate::sync::SpinLock;
+use cvm_guest_abi::port;
+
+/// What the program may do with a range.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    None,
+    Read,
+    ReadWrite,
+}
+
+impl Access {
+    /// From mmap's and mprotect's PROT_* bits (PROT_EXEC counts as reading: no NX bit here).
+    pub fn from_prot(prot: u64) -> Access {
+        const PROT_READ: u64 = 1;
+        const PROT_WRITE: u64 = 2;
+        const PROT_EXEC: u64 = 4;
+        if prot & PROT_WRITE != 0 {
+            Access::ReadWrite
+        } else if prot & (PROT_READ | PROT_EXEC) != 0 {
+            Access::Read
+        } else {
+            Access::None
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Access::None => 0,
+            Access::Read => 1,
+            Access::ReadWrite => 2,
+        }
+    }
+}
+
+/// What `privileged_call_ud2(PROTECT, &request)` carries to [`apply`].
+#[repr(C)]
+pub struct Request {
+    start: u64,
+    end: u64,
+    access: Access,
+}
+
+/// Result of [`apply`]: nothing changed, entries changed, or no page table was left.
+const UNCHANGED: u64 = 0;
+const CHANGED: u64 = 1;
+const OUT_OF_TABLES: u64 = 2;
+
+/// At real CPL0: writes the entries `request` asks for (paging.rs).
+pub fn apply(request: u64) -> u64 {
+    // SAFETY: `set` passes a pointer to a Request on this vCPU's stack, waiting for the answer.
+    let request = unsafe { &*(request as *const Request) };
+    // SAFETY: real CPL0 (we are in the #UD handler); `set` checked the range.
+    match unsafe { crate::paging::protect(request.start, request.end, request.access) } {
+        Ok(true) => CHANGED,
+        Ok(false) => UNCHANGED,
+        Err(_) => OUT_OF_TABLES,
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Range {
+    start: u64,
+    end: u64,
+    access: Access,
+}
+
+/// Ranges that are not read-write; more than this many apart and mprotect answers -ENOMEM (as
+/// Linux does past its own map count).
+const MAX_RANGES: usize = 128;
+
+struct Ranges {
+    list: [Range; MAX_RANGES],
+    len: usize,
+}
+
+static RANGES: SpinLock<Ranges> =
+    SpinLock::new(Ranges { list: [Range { start: 0, end: 0, access: Access::None }; MAX_RANGES], len: 0 });
+
+/// Records a range the VMM already made `access` (the stack guard, at boot).
+pub fn init_range(start: u64, end: u64, access: Access) {
+    RANGES.with(|ranges| {
+        let _ = ranges.set(start, end, access);
+    });
+}
+
+/// True when the program may read (or, with `write`, write) all of [start, end).
+pub fn allows(start: u64, end: u64, write: bool) -> bool {
+    RANGES.with(|ranges| {
+        ranges.list[..ranges.len].iter().all(|r| {
+            let overlaps = r.start < end && start < r.end;
+            !overlaps || (r.access == Access::Read && !write)
+        })
+    })
+}
+
+/// Pages [start, end) (page-aligned, inside the program's memory: callers check) become
+/// `access`: the kernel's list first (refused when full), then the page tables. Under QEMU's
+/// PVH boot the tables are not the VMM's and only the list changes: the pages stay accessible.
+pub fn set(start: u64, end: u64, access: Access) -> Result<(), Errno> {
+    if start >= end {
+        return Ok(());
+    }
+    RANGES.with(|ranges| {
+        let saved = (ranges.list, ranges.len);
+        let strongest_before = ranges.strongest(start, end);
+        ranges.set(start, end, access)?;
+        if !console::hypercalls() {
+            return Ok(());
+        }
+        let request = Request { start, end, access };
+        let answer = crate::cpu::privileged(privileged::PROTECT, &request as *const Request as u64);
+        if answer == OUT_OF_TABLES {
+            // paging.rs checks the pool before it changes anything: nothing did.
+            (ranges.list, ranges.len) = saved;
+            return Err(ENOMEM);
+        }
+        // Access taken away from a page another vCPU may have cached: make them all forget.
+        if answer == CHANGED && access.rank() < strongest_before.rank() {
+            out32(port::TLB_SHOOTDOWN, 0);
+        }
+        Ok(())
+    })
+}
+
+impl Ranges {
+    /// The most access any page of [start, end) has now.
+    fn strongest(&self, start: u64, end: u64) -> Access {
+        let covered: u64 = self.list[..self.len]
+            .iter()
+            .filter(|r| r.start < end && start < r.end)
+            .map(|r| r.end.min(end) - r.start.max(start))
+            .sum();
+        if covered < end - start {
+            return Access::ReadWrite;
+        }
+        self.list[..self.len]
+            .iter()
+            .filter(|r| r.start < end && start < r.end)
+            .map(|r| r.access)
+            .max_by_key(|a| a.rank())
+            .unwrap_or(Access::ReadWrite)
+    }
+
+    /// Replaces whatever [start, end) was by `access`, merging neighbours that match.
+    fn set(&mut self, start: u64, end: u64, access: Access) -> Result<(), Errno> {
+        let mut result = [Range { start: 0, end: 0, access: Access::None }; MAX_RANGES];
+        let mut count = 0;
+        let mut push = |range: Range| -> Result<(), Errno> {
+            if range.start >= range.end {
+                return Ok(());
+            }
+            if count > 0 {
+                let last: &mut Range = &mut result[count - 1];
+                if last.end == range.start && last.access == range.access {
+                    last.end = range.end;
+                    return Ok(());
+                }
+            }
+            *result.get_mut(count).ok_or(ENOMEM)? = range;
+            count += 1;
+            Ok(())
+        };
+        let new = Range { start, end, access };
+        let mut placed = access == Access::ReadWrite; // read-write is the absence of a range
+        for &r in &self.list[..self.len] {
+            if r.end <= start {
+                push(r)?;
+            } else if r.start >= end {
+                if !placed {
+                    push(new)?;
+                    placed = true;
+                }
+                push(r)?;
+            } else {
+                // Overlaps: keep the parts outside [start, end).
+                push(Range { start: r.start, end: start, access: r.access })?;
+                if !placed {
+                    push(new)?;
+                    placed = true;
+                }
+                push(Range { start: end, end: r.end, access: r.access })?;
+            }
+        }
+        if !placed {
+            push(new)?;
+        }
+        self.list = result;
+        self.len = count;
+        Ok(())
+    }
+}
