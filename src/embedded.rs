@@ -14,7 +14,7 @@ pub static GUEST_KERNEL_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/c
 pub const GUEST_KERNEL_HASH: &str = include_str!(concat!(env!("OUT_DIR"), "/cvm-guest-kernel.hash"));
 
 /// The workloads the embedded program offers.
-pub const WORKLOADS: [&str; 6] = ["hello", "cpu", "mem", "syscall", "idle", "probe"];
+pub const WORKLOADS: [&str; 7] = ["hello", "cpu", "mem", "syscall", "idle", "probe", "threads"];
 
 /// cvm's cache directory: `$XDG_CACHE_HOME/cvm`, else `~/.cache/cvm`, else `/tmp/cvm-cache-UID`.
 pub fn cache_dir() -> PathBuf {

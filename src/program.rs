@@ -256,6 +256,6 @@ mod tests {
     #[test]
     fn unknown_workload_names_the_choices() {
         let err = Program::workload("nope").unwrap_err().to_string();
-        assert!(err.contains("hello, cpu, mem, syscall, idle, probe"));
+        assert!(err.contains("hello, cpu, mem, syscall, idle, probe, threads"));
     }
 }

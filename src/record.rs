@@ -188,9 +188,13 @@ pub struct OutputSizes {
 pub struct GuestStats {
     /// The VM's virtual CPUs (`--cpus`; 1 by default).
     pub vcpus: u64,
+    /// True when the guest kernel's memory was open to the program (PVM hosts without
+    /// `--protect-guest-kernel`): then `syscalls` and a reported guest fault are what the guest
+    /// said, not verified.
+    pub kernel_open_to_program: bool,
     /// VM exits by reason (io, mmio, hlt, shutdown, ...).
     pub exits: BTreeMap<String, u64>,
-    /// System calls the guest kernel served, by name.
+    /// System calls the guest kernel served, by name (reported by the guest).
     pub syscalls: BTreeMap<String, u64>,
     /// System calls answered with -ENOSYS, by name.
     pub unsupported_syscalls: BTreeMap<String, u64>,

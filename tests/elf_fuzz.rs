@@ -101,6 +101,7 @@ fn mutated_programs_never_panic_or_wrap_in_the_reader_and_loader_with_kvm() {
             program: &elf,
             ram_bytes: RAM,
             cpus: 1,
+            protect_kernel: false,
             args: vec!["/fuzzed".into(), "hello".into()],
             env: vec![],
             hostname: "fuzz".into(),

@@ -130,3 +130,30 @@ fn pvh_boot_under_qemu_runs_the_workload() {
     assert!(stdout.contains("kernel:     cvm-guest"), "{stdout}");
     assert!(stdout.contains("CVM-RESULT {\"workload\":\"probe\""), "{stdout}");
 }
+
+/// `--protect-guest-kernel`: every system call enters through the page fault, the program
+/// still runs, and a read of guest-kernel memory is SIGSEGV. Without it, on a PVM host, the
+/// record says the kernel was open (and the read succeeds there).
+#[test]
+fn a_protected_guest_kernel_is_closed_to_the_program_with_kvm() {
+    if !require_kvm() {
+        return;
+    }
+    let Some(peek) = common::c_program("peek_kernel") else { return };
+    let peek = peek.to_str().unwrap();
+    let protected = run_json_in("vm", &["--protect-guest-kernel", "--binary", peek]);
+    assert_eq!(protected["outcome"], "guest_program_fault", "{protected}");
+    assert_eq!(protected["signal"], 11, "{protected}");
+    assert_eq!(protected["stdout"], "reading the kernel\n");
+    assert_eq!(protected["guest"]["kernel_open_to_program"], false);
+    let hello = run_json_in("vm", &["--protect-guest-kernel", "syscall", "100"]);
+    assert_eq!(hello["outcome"], "exited", "{hello}");
+    assert!(hello["guest"]["syscalls"]["getppid"].as_u64().unwrap() >= 100, "{hello}");
+
+    let default = run_json_in("vm", &["--binary", peek]);
+    if default["guest"]["kernel_open_to_program"] == true {
+        assert_eq!(default["outcome"], "exited", "the PVM opening lets the program read it: {default}");
+    } else {
+        assert_eq!(default["signal"], 11, "{default}");
+    }
+}

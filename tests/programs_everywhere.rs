@@ -1,4 +1,5 @@
-//! Programs nobody wrote for cvm's guest kernel, run the same way in every runtime: C programs
+//! Programs nobody wrote for cvm's guest kernel, run the same way in every runtime: a Go program
+//! (tests/programs/go: goroutines, channels, timers, os/signal, a fault recovered), C programs
 //! using musl's pthreads (tests/programs/threads.c: mutex, condition variable, sleeps, a
 //! spinning thread that must be preempted) and signals (tests/programs/signals.c: handlers,
 //! masks, faults caught, an alternate stack, abort), and the workload's Rust std::thread
@@ -7,7 +8,7 @@
 
 mod common;
 
-use common::{c_program, require_kvm, require_root, run_json_in};
+use common::{c_program, go_program, require_kvm, require_root, run_json_in};
 
 /// Where each program runs: runtime and extra flags.
 const PLACES: [(&str, &[&str]); 4] =
@@ -122,5 +123,68 @@ fn abort_and_kill_end_the_program_signaled_in_every_runtime_as_root_with_kvm() {
                 }
             }
         }
+    }
+}
+
+/// Threads and signals together (tests/programs/thread_signals.c): the cases a hostile probe
+/// found the first SMP kernel getting wrong, and a fault with the direction flag set.
+#[test]
+fn threads_and_signals_together_behave_the_same_in_every_runtime_as_root_with_kvm() {
+    if !require_root() || !require_kvm() {
+        return;
+    }
+    let Some(program) = c_program("thread_signals") else { return };
+    let path = program.to_str().unwrap();
+    let expected = "a thread created while its creator spins runs\n\
+                    a thread spinning elsewhere got its signal\n\
+                    nanosleep cut short: EINTR yes, about 1.8 s left: yes\n\
+                    kill(getpid()) from a thread that blocks it reached main: yes\n\
+                    sigsuspend: -1, handler ran: yes, mask back: yes\n\
+                    pause returned after the handler: yes\n";
+    for (place, record) in run_everywhere(&["--binary", path]) {
+        assert_eq!(record["outcome"], "exited", "{place}: {record}");
+        assert_eq!(record["stdout"], expected, "{place}");
+    }
+    for (place, record) in run_everywhere(&["--binary", path, "std"]) {
+        assert_eq!(record["exit_code"], 5, "{place}: {record}");
+        assert_eq!(record["stdout"], "handler ran with DF set by the program\n", "{place}");
+    }
+}
+
+/// Go's runtime: several threads, its network poller (epoll and a pipe) for timers, signals for
+/// preemption and os/signal, hundreds of MiB of address space reserved up front (beyond the
+/// VM's RAM: the guest kernel backs only the pages touched), and a fault turned into a panic.
+#[test]
+fn a_go_program_prints_the_same_in_every_runtime_as_root_with_kvm() {
+    if !require_root() || !require_kvm() {
+        return;
+    }
+    let Some(program) = go_program() else { return };
+    let expected = "mutex: 8 goroutines added 36000\n\
+                    channel: received sum 5050\n\
+                    sleep: 20 ms took at least 20 ms: true\n\
+                    signal: received user defined signal 1\n\
+                    read-only page: write caught: true still reads 42\n\
+                    threads: GOMAXPROCS is at least 1: true\n";
+    for (place, record) in run_everywhere(&["--binary", program.to_str().unwrap()]) {
+        assert_eq!(record["outcome"], "exited", "{place}: {record}");
+        assert_eq!(record["stdout"], expected, "{place}: {record}");
+    }
+}
+
+/// The workload's `threads` (Rust std and libc, built for x86_64-unknown-linux-musl): Mutex,
+/// Condvar, a sleep, a signal handler, and a write to a read-only page a SIGSEGV handler lets
+/// through by making it writable and returning (the write runs again after rt_sigreturn).
+#[test]
+fn rust_threads_and_signals_work_the_same_in_every_runtime_as_root_with_kvm() {
+    if !require_root() || !require_kvm() {
+        return;
+    }
+    let runs = run_everywhere(&["threads"]);
+    let (_, first) = &runs[0];
+    for (place, record) in &runs {
+        assert_eq!(record["outcome"], "exited", "{place}: {record}");
+        assert_eq!(record["result"]["ok"], "yes", "{place}: {record}");
+        assert_eq!(record["stdout"], first["stdout"], "{place}");
     }
 }

@@ -342,6 +342,7 @@ fn run_kernel(image: &[u8], timeout: Duration) -> Ended {
         program: cvm::embedded::WORKLOAD_ELF,
         ram_bytes: 16 << 20,
         cpus: 1,
+        protect_kernel: false,
         args: vec!["/cvm-workload".into()],
         env: vec![],
         hostname: "test".into(),

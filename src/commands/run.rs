@@ -95,6 +95,9 @@ pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
     let given = &args.limits;
     let limits =
         parse_limits(given.memory.as_deref(), given.cpus, given.pids, given.timeout.unwrap_or(RUN_TIMEOUT_SECS))?;
+    if args.protect_guest_kernel && (args.runtime != RuntimeKind::Vm || args.kernel != "builtin") {
+        bail!("--protect-guest-kernel applies to --runtime vm with the builtin guest kernel");
+    }
     let (program, user_args) = match (&args.binary, &args.image) {
         (Some(path), _) => (Program::binary(path)?, args.rest.clone()),
         (None, Some(image)) => {
@@ -118,6 +121,7 @@ pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
     spec.kernel = KernelChoice::from_arg(&args.kernel);
     spec.narrator = Narrator::new(args.explain);
     spec.trace_syscalls = args.trace_syscalls;
+    spec.protect_guest_kernel = args.protect_guest_kernel;
     spec.echo_output = !args.json;
     spec.seccomp = given.seccomp;
     Ok(spec)
@@ -198,4 +202,11 @@ fn syscall_table(record: &RunRecord, out: &mut String) {
     }
     let _ = writeln!(out, "{:->8} {:->9} {:->8}  {:->24}", "", "", "", "");
     let _ = writeln!(out, "{total:>8} {:>8.1}% {errors:>8}  total", 100.0);
+    if guest.kernel_open_to_program {
+        let _ = writeln!(
+            out,
+            "(counted by the guest kernel in its own memory, which the program could reach on this host: reported, \
+             not verified; --protect-guest-kernel closes it at a price per call)"
+        );
+    }
 }

@@ -16,7 +16,9 @@ pub fn findings(model: &ReportModel) -> Vec<String> {
             push(
                 "KVM here is nested and has no hardware assist (PVM): guest code that runs at user level is native, \
                  but privileged guest-kernel instructions are emulated, so expect VM start-up and guest system calls to \
-                 be slower here than on a laptop or server with VT-x or AMD-V."
+                 be slower here than on a laptop or server with VT-x or AMD-V. There the guest kernel's memory is \
+                 also open to the program (its system-call path runs with user page permissions), so guest-side \
+                 figures (system-call counts, guest fault reports) are as the guest reported them, not verified."
                     .to_string(),
             );
         }

@@ -54,7 +54,7 @@ pub struct RunSpec {
     pub args: Vec<String>,
     /// container: cgroup memory limit; vm: guest RAM (default 64 MiB); process: ignored.
     pub memory_bytes: Option<u64>,
-    /// container: CPU quota in CPUs; vm: vCPUs (one supported); process: ignored.
+    /// container: CPU quota in CPUs; vm: vCPUs (whole, 1 to 8); process: ignored.
     pub cpus: Option<f64>,
     /// container: pids limit.
     pub pids: Option<u64>,
@@ -63,6 +63,8 @@ pub struct RunSpec {
     pub narrator: Narrator,
     /// vm: print a `strace -c`-like table of the guest's system calls.
     pub trace_syscalls: bool,
+    /// vm: the guest kernel stays closed to the program at any price (`--protect-guest-kernel`).
+    pub protect_guest_kernel: bool,
     /// Copy the program's output to cvm's stdout as it arrives (off for `--json` and benches).
     pub echo_output: bool,
     /// container: the system-call filter.
@@ -95,6 +97,7 @@ impl RunSpec {
             kernel: KernelChoice::Builtin,
             narrator: Narrator::new(false),
             trace_syscalls: false,
+            protect_guest_kernel: false,
             echo_output: false,
             seccomp: SeccompProfile::Default,
             writable: None,

@@ -87,6 +87,7 @@ fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
         program_file: shared_program_file(spec),
         ram_bytes,
         cpus,
+        protect_kernel: spec.protect_guest_kernel,
         args: guest_argv(spec),
         env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), "HOME=/".into()],
         hostname: GUEST_HOSTNAME.into(),
@@ -238,7 +239,15 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
     // This thread (setup, vCPU 0, teardown) plus every other vCPU's thread.
     record.cpu.user_ns = cpu_after.0.saturating_sub(cpu_before.0) + others_user_ns;
     record.cpu.system_ns = cpu_after.1.saturating_sub(cpu_before.1) + others_system_ns;
-    record.guest = Some(GuestStats { vcpus, exits: exits.to_map(), syscalls, unsupported_syscalls: unsupported });
+    let kernel_open_to_program = builtin && !spec.protect_guest_kernel && !builder::hardware_virtualization();
+    record.guest = Some(GuestStats {
+        vcpus,
+        kernel_open_to_program,
+        exits: exits.to_map(),
+        syscalls,
+        unsupported_syscalls: unsupported,
+    });
+
     if !builtin {
         record.notes.push(
             "a Linux kernel image was booted (PVH entry, serial console): it has no root file system here, so the \

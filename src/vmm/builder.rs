@@ -34,6 +34,9 @@ pub struct VmRequest<'a> {
     pub ram_bytes: u64,
     /// vCPUs (1..=MAX_CPUS).
     pub cpus: usize,
+    /// Keep the guest kernel closed to the program even where that costs a fault per system
+    /// call (BootInfo KERNEL_CLOSED).
+    pub protect_kernel: bool,
     /// argv, including argv[0].
     pub args: Vec<String>,
     pub env: Vec<String>,
@@ -310,10 +313,25 @@ fn fill_random(bytes: &mut [u8]) {
     }
 }
 
+/// True on VT-x or AMD-V hosts, where the guest's syscall path runs at real CPL0.
+pub fn hardware_virtualization() -> bool {
+    static KIND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    let kind = KIND.get_or_init(|| {
+        crate::host::virtualization_kind(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+    });
+    matches!(*kind, "vmx" | "svm")
+}
+
 fn boot_info(plan: &VmPlan, user_stack_pointer: u64, fsgsbase: bool, tsc_khz: u64) -> BootInfo {
     let layout = &plan.layout;
     let mut info = BootInfo::empty();
     info.flags = if fsgsbase { boot_flags::FSGSBASE } else { 0 };
+    if plan.request.protect_kernel {
+        info.flags |= boot_flags::KERNEL_CLOSED;
+    }
+    if !hardware_virtualization() {
+        info.flags |= boot_flags::SYSCALL_MAY_FAULT;
+    }
     info.cpus = plan.request.cpus.clamp(1, cvm_guest_abi::MAX_CPUS) as u32;
     info.ram_size = plan.request.ram_bytes;
     info.user_entry = layout.entry;
@@ -362,6 +380,7 @@ mod tests {
             program: embedded::WORKLOAD_ELF,
             ram_bytes: 64 << 20,
             cpus: 1,
+            protect_kernel: false,
             args: vec!["/cvm-workload".into(), "hello".into()],
             env: vec![],
             hostname: "cvm-vm".into(),
@@ -370,7 +389,8 @@ mod tests {
         let info = boot_info(&plan, 0x3ff_ff00, true, 2_000_000);
         let bytes = boot_info_bytes(&info);
         assert_eq!(&bytes[..8], b"CVMBOOT1");
-        assert_eq!(info.flags, boot_flags::FSGSBASE);
+        assert_ne!(info.flags & boot_flags::FSGSBASE, 0);
+        assert_eq!(info.flags & boot_flags::KERNEL_CLOSED, 0, "closed only when asked");
         assert_eq!(info.user_entry, plan.layout.entry);
         assert_eq!(&info.hostname[..7], b"cvm-vm\0");
     }

@@ -24,6 +24,7 @@ pub mod syscall_names;
 pub mod tlb;
 pub mod user_stack;
 pub mod vcpu;
+pub mod vcpu_threads;
 
 /// How a VM run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

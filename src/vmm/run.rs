@@ -112,7 +112,7 @@ fn one_vcpu(
         stopping: Some(&control.stopping),
         tlb: Some(&devices.tlb),
     };
-    devices.tlb.register(cpu);
+    devices.threads.register(cpu);
     let result = match VcpuKicker::start(KICK_PERIOD) {
         Ok(_kicker) => vcpu::run(vcpu, &context, &mut exits),
         Err(error) => Err(error),

@@ -11,18 +11,17 @@
 //! who is in the guest, so one of the two always sees the other.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use kvm_ioctls::VcpuFd;
 
-use super::kick;
+use super::vcpu_threads::VcpuThreads;
 
 struct CpuState {
     in_guest: AtomicBool,
     flush: AtomicBool,
-    thread: Mutex<Option<libc::pthread_t>>,
 }
 
 /// Drops the vCPU's cached translations. KVM resets a vCPU's MMU when `KVM_SET_SREGS` changes
@@ -40,6 +39,7 @@ fn flush(vcpu: &VcpuFd) -> Result<()> {
 
 pub struct Tlb {
     cpus: Vec<CpuState>,
+    threads: Arc<VcpuThreads>,
 }
 
 /// How often a waiting vCPU kicks again (a kick that lands just before `KVM_RUN` is lost).
@@ -49,18 +49,9 @@ const KICK_AGAIN: Duration = Duration::from_micros(200);
 const LONGEST_WAIT: Duration = Duration::from_secs(1);
 
 impl Tlb {
-    pub fn new(cpus: usize) -> Tlb {
-        let state =
-            || CpuState { in_guest: AtomicBool::new(false), flush: AtomicBool::new(false), thread: Mutex::new(None) };
-        Tlb { cpus: (0..cpus.max(1)).map(|_| state()).collect() }
-    }
-
-    /// Called by vCPU `cpu`'s thread before its first `KVM_RUN`.
-    pub fn register(&self, cpu: usize) {
-        if let Some(state) = self.cpus.get(cpu) {
-            // SAFETY: pthread_self has no preconditions.
-            *super::devices::lock(&state.thread) = Some(unsafe { libc::pthread_self() });
-        }
+    pub fn new(cpus: usize, threads: Arc<VcpuThreads>) -> Tlb {
+        let state = || CpuState { in_guest: AtomicBool::new(false), flush: AtomicBool::new(false) };
+        Tlb { cpus: (0..cpus.max(1)).map(|_| state()).collect(), threads }
     }
 
     /// Right before `KVM_RUN`: in the guest from now on; resets the MMU if a change is pending.
@@ -89,21 +80,19 @@ impl Tlb {
         let started = Instant::now();
         let mut kicked = None;
         loop {
-            let waiting: Vec<&CpuState> = self
+            let waiting: Vec<usize> = self
                 .cpus
                 .iter()
                 .enumerate()
                 .filter(|&(cpu, state)| cpu != from && state.in_guest.load(SeqCst) && state.flush.load(SeqCst))
-                .map(|(_, state)| state)
+                .map(|(cpu, _)| cpu)
                 .collect();
             if waiting.is_empty() || started.elapsed() > LONGEST_WAIT {
                 return;
             }
             if kicked.is_none_or(|at: Instant| at.elapsed() >= KICK_AGAIN) {
-                for state in waiting {
-                    if let Some(thread) = *super::devices::lock(&state.thread) {
-                        kick::kick_thread(thread);
-                    }
+                for cpu in waiting {
+                    self.threads.kick(cpu);
                 }
                 kicked = Some(Instant::now());
             }

@@ -182,3 +182,38 @@ pub fn c_program(name: &str) -> Option<std::path::PathBuf> {
     std::fs::rename(&partial, &out).unwrap();
     Some(out)
 }
+
+/// The Go test program in `tests/programs/go`, built static (CGO_ENABLED=0) with Debian's Go
+/// (package golang-go) once per source version into the target directory.
+pub fn go_program() -> Option<std::path::PathBuf> {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/go");
+    let mut text = std::fs::read(source.join("main.go")).expect("reading tests/programs/go/main.go");
+    text.extend(std::fs::read(source.join("go.mod")).expect("reading tests/programs/go/go.mod"));
+    let hash = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_build_at_a_time = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-programs");
+    let out = dir.join(format!("go-{hash:016x}"));
+    if out.exists() {
+        return Some(out);
+    }
+    if !debian_package("golang-go", || command_runs("go", "version")) {
+        return None;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let partial = dir.join(format!("go-{hash:016x}.{}", std::process::id()));
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&partial)
+        .arg(".")
+        .current_dir(&source)
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", dir.join("go-cache"))
+        .env("GOPATH", dir.join("go-path"))
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .expect("running go build");
+    assert!(built.status.success(), "go build: {}", String::from_utf8_lossy(&built.stderr));
+    std::fs::rename(&partial, &out).unwrap();
+    Some(out)
+}

@@ -3,18 +3,20 @@
 //! `CVM-RESULT {json}` with its own figures.
 //!
 //! Limited to ordinary system calls on purpose: the builtin guest kernel serves the same file.
-//! Only `cpu N T` with T > 1 starts threads (std::thread: clone, futex, mmap'd stacks).
+//! Only `cpu N T` with T > 1 and `threads` start threads (std::thread: clone, futex, mmap'd
+//! stacks); `threads` also handles signals and a fault.
 
 mod json;
 mod probe;
 mod sha256;
+mod threads;
 
 use std::time::Instant;
 
 use json::JsonObject;
 
 const USAGE: &str =
-    "usage: cvm-workload hello | cpu [ROUNDS [THREADS]] | mem [MIB] | syscall [COUNT] | idle [SECONDS] | probe";
+    "usage: cvm-workload hello | cpu [ROUNDS [THREADS]] | mem [MIB] | syscall [COUNT] | idle [SECONDS] | probe | threads";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +35,7 @@ fn main() {
         "syscall" => syscall(number(20_000)),
         "idle" => idle(number(10)),
         "probe" => probe::probe(),
+        "threads" => threads::threads(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return;

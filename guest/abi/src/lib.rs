@@ -100,6 +100,10 @@ pub mod port {
     /// (the guest has no inter-processor interrupts) and returns once they have. The value
     /// written is ignored.
     pub const TLB_SHOOTDOWN: u16 = 0x505;
+    /// Interrupt the vCPU whose number is written, now (its timer interrupt, delivered once it
+    /// runs the program): how the guest makes another vCPU look at a signal for the thread it
+    /// runs, without inter-processor interrupts.
+    pub const INTERRUPT: u16 = 0x506;
 }
 
 /// Unmapped pages between the mmap area and the user stack: a stack overflow faults there
@@ -118,6 +122,15 @@ pub mod boot_code {
 pub mod boot_flags {
     /// `wrfsbase` is usable (CPU has FSGSBASE and the VMM set CR4.FSGSBASE).
     pub const FSGSBASE: u32 = 1 << 0;
+    /// The guest kernel keeps its memory closed to the program. Where the `syscall` path runs
+    /// with user page permissions (PVM hosts), every system call then enters the kernel
+    /// through the page fault its first instruction fetch takes, at real CPL0.
+    pub const KERNEL_CLOSED: u32 = 1 << 1;
+    /// The host may run the `syscall` path with user page permissions (PVM, or a host the VMM
+    /// could not identify): the kernel may open its memory at the first system call's fault.
+    /// Not set on hardware VT-x/AMD-V, where such a fault can only be a program jumping into
+    /// the kernel, and must stay a fault.
+    pub const SYSCALL_MAY_FAULT: u32 = 1 << 2;
 }
 
 /// Everything the VMM tells the kernel, at [`BOOT_INFO_ADDR`].

@@ -98,9 +98,9 @@ pub fn time(out: u64) -> SysResult {
 }
 
 /// The monotonic time a `nanosleep(request, remaining)` ends. The caller blocks until then
-/// (sched.rs: the vCPU runs other threads or parks in the VMM). `remaining` is only written
-/// when a sleep is interrupted, which never happens here.
-pub fn nanosleep_deadline(request: u64, _remaining: u64) -> Result<u64, Errno> {
+/// (sched.rs: the vCPU runs other threads or parks in the VMM); a signal that interrupts it
+/// writes what was left to `remaining` (signal.rs).
+pub fn nanosleep_deadline(request: u64) -> Result<u64, Errno> {
     let [seconds, nanos]: [u64; 2] = user::read(request)?;
     if nanos >= NS_PER_SEC || seconds > i64::MAX as u64 {
         return Err(EINVAL);
@@ -112,13 +112,13 @@ const TIMER_ABSTIME: u64 = 1;
 
 /// The same for `clock_nanosleep(id, flags, request, remaining)`: relative, or with
 /// TIMER_ABSTIME a point on clock `id`.
-pub fn clock_nanosleep_deadline(id: u64, flags: u64, request: u64, remaining: u64) -> Result<u64, Errno> {
+pub fn clock_nanosleep_deadline(id: u64, flags: u64, request: u64) -> Result<u64, Errno> {
     let now = read_clock(id).ok_or(EINVAL)?;
     if flags & TIMER_ABSTIME == 0 {
-        return nanosleep_deadline(request, remaining);
+        return nanosleep_deadline(request);
     }
     let [seconds, nanos]: [u64; 2] = user::read(request)?;
-    if nanos >= NS_PER_SEC {
+    if nanos >= NS_PER_SEC || seconds > i64::MAX as u64 {
         return Err(EINVAL);
     }
     let target = seconds.saturating_mul(NS_PER_SEC).saturating_add(nanos);

@@ -29,18 +29,32 @@ pub fn write(fd: u32, bytes: &[u8]) {
         return;
     }
     match BACKEND.get() {
+        Backend::Hypercall if crate::highmem::contains(bytes.as_ptr() as u64, bytes.as_ptr() as u64) => {
+            // Above guest RAM the address is not the physical one the VMM reads: copy through
+            // a buffer on this vCPU's stack (which is 1:1), a page at a time.
+            let mut bounce = [0u8; 4096];
+            for chunk in bytes.chunks(bounce.len()) {
+                bounce[..chunk.len()].copy_from_slice(chunk);
+                send(fd, &bounce[..chunk.len()]);
+            }
+        }
         Backend::Hypercall => {
             // A write larger than one request may carry goes in pieces.
             for chunk in bytes.chunks(CONSOLE_WRITE_MAX as usize) {
-                // On this vCPU's stack: several vCPUs may write at once.
-                let request = ConsoleWrite { fd, len: chunk.len() as u32, addr: chunk.as_ptr() as u64 };
-                // Guest RAM is identity-mapped and the kernel's stacks live below 4 GiB, so the
-                // request's address is its guest-physical address and fits the port value.
-                out32(port::CONSOLE_WRITE, &request as *const ConsoleWrite as u64 as u32);
+                send(fd, chunk);
             }
         }
         Backend::Serial => serial_write(bytes),
     }
+}
+
+/// One ConsoleWrite of `chunk`, which lies in the 1:1-mapped part of memory.
+fn send(fd: u32, chunk: &[u8]) {
+    // On this vCPU's stack: several vCPUs may write at once.
+    let request = ConsoleWrite { fd, len: chunk.len() as u32, addr: chunk.as_ptr() as u64 };
+    // Guest RAM is identity-mapped and the kernel's stacks live below 4 GiB, so the request's
+    // address is its guest-physical address and fits the port value.
+    out32(port::CONSOLE_WRITE, &request as *const ConsoleWrite as u64 as u32);
 }
 
 /// True under cvm's VMM, which answers the hypercall ports (ConsoleWrite, Sleep); false under

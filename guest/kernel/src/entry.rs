@@ -209,6 +209,9 @@ global_asm!(
     // vector and error code: save every register into a UserFrame and let the handler decide
     // whether to come back here, go on with another thread, or end the run.
     "exception_common:",
+    // The program may have left DF set (`std`); the kernel's Rust code assumes it clear
+    // (SFMASK clears it for `syscall`; nothing does for exceptions and interrupts).
+    "    cld",
     "    push rdi",
     "    push rsi",
     "    push rdx",

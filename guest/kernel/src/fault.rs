@@ -22,12 +22,15 @@ const INVALID_OPCODE: u64 = 6;
 pub mod privileged {
     /// Change page protections; the argument points at a [`crate::protection::Request`].
     pub const PROTECT: u64 = 1;
+    /// Change the memory above guest RAM; the argument points at a [`crate::highmem::Request`].
+    pub const HIGH: u64 = 2;
 }
 
 /// What the kernel does at real CPL0 on request from code that may not be there.
 fn privileged_call(op: u64, arg: u64) -> u64 {
     match op {
         privileged::PROTECT => crate::protection::apply(arg),
+        privileged::HIGH => crate::highmem::apply(arg),
         _ => u64::MAX,
     }
 }
@@ -87,9 +90,22 @@ pub extern "C" fn handle_exception(frame: &mut UserFrame) {
     let cr2 = if frame.vector == PAGE_FAULT { cpu::read_cr2() } else { 0 };
     // PVM: the syscall handler's first fetch faults as a user-mode access (see cpu.rs). The
     // first vCPU to see it opens the kernel's pages; each vCPU then drops its stale view once.
+    if frame.vector == PAGE_FAULT && frame.rip == cr2 && is_syscall_entry(cr2) && crate::kernel_closed() {
+        // The kernel stays closed: this fault *is* the system call's way in (registers as
+        // `syscall` left them: RCX = the program's RIP, R11 = its RFLAGS).
+        frame.rip = frame.rcx;
+        frame.rflags = frame.r11;
+        frame.cs = u64::from(crate::cpu::selector::USER_CODE);
+        frame.ss = u64::from(crate::cpu::selector::USER_DATA);
+        frame.vector = crate::entry::SYSCALL_VECTOR;
+        frame.error_code = 0;
+        crate::syscalls::dispatch(frame);
+        return;
+    }
     if frame.vector == PAGE_FAULT
         && frame.rip == cr2
         && is_syscall_entry(cr2)
+        && crate::syscall_may_fault()
         && !RETRIED_SYSCALL_ENTRY[cpu].swap(true, Ordering::Relaxed)
     {
         if !KERNEL_OPENED_TO_RING3.swap(true, Ordering::AcqRel) {
@@ -102,10 +118,18 @@ pub extern "C" fn handle_exception(frame: &mut UserFrame) {
         cpu::reload_cr3();
         return;
     }
-    // On PVM the syscall path runs with CS = 0x33, so the code address decides whose it is.
+    // On PVM the syscall path runs with CS = 0x33, so the code address decides whose it is;
+    // but the kernel always runs on its own stacks, so kernel code running on a user stack is
+    // the program having jumped there.
     let in_kernel_code = (KERNEL_BASE..USER_BASE).contains(&frame.rip);
-    let from_program = frame.cs & 3 == 3 && !in_kernel_code;
+    let on_user_stack = frame.rsp >= USER_BASE;
+    let from_program = frame.cs & 3 == 3 && (!in_kernel_code || on_user_stack);
     let signal = signal_for(frame.vector);
+    // A first touch of memory above guest RAM: back the page and run the instruction again.
+    let first_touch = from_program && frame.vector == PAGE_FAULT && frame.error_code & 1 == 0;
+    if first_touch && crate::highmem::contains(cr2, cr2) && crate::highmem::fault(cr2, frame.error_code & 2 != 0) {
+        return;
+    }
     if from_program {
         let (code, address) = signal_details(frame, cr2);
         if signal::deliver_fault(frame, cpu, signal, code, address) {

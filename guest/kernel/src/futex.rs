@@ -8,7 +8,7 @@
 
 use crate::clock::{self, monotonic_ns};
 use crate::entry::UserFrame;
-use crate::errno::{Errno, SysResult, EAGAIN, EINVAL, ENOSYS, ETIMEDOUT};
+use crate::errno::{Errno, SysResult, EAGAIN, EINTR, EINVAL, ENOSYS, ETIMEDOUT};
 use crate::sched::{self, State, Wakeups, SCHED};
 use crate::user;
 
@@ -33,6 +33,14 @@ pub fn futex(
     let command = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     if !uaddr.is_multiple_of(4) {
         return Some(Err(EINVAL));
+    }
+    // As Linux: a realtime clock only for the waits that take an absolute time.
+    if op & FUTEX_CLOCK_REALTIME != 0 && command != FUTEX_WAIT_BITSET {
+        return Some(Err(ENOSYS));
+    }
+    // Even a wake must name a word of the program's memory.
+    if let Err(errno) = user::readable(uaddr, 4) {
+        return Some(Err(errno));
     }
     match command {
         FUTEX_WAIT => wait(frame, cpu, uaddr, val as u32, timeout, false, op, FUTEX_BITSET_MATCH_ANY),
@@ -74,6 +82,9 @@ fn wait(
     }
     if deadline <= monotonic_ns() {
         return Some(Err(ETIMEDOUT));
+    }
+    if sched.signal_waiting(cpu) {
+        return Some(Err(EINTR));
     }
     let timed_out = (-i64::from(ETIMEDOUT.0)) as u64;
     sched.block_current(cpu, frame, uaddr, bitset, deadline, timed_out);
@@ -130,6 +141,7 @@ fn requeue(uaddr: u64, count: u64, limit: u64, uaddr2: u64, expected: Option<u32
     if !uaddr2.is_multiple_of(4) {
         return Err(EINVAL);
     }
+    user::readable(uaddr2, 4)?;
     let mut wakeups = Wakeups::default();
     let result = SCHED.with(|sched| {
         if let Some(expected) = expected {
@@ -158,10 +170,12 @@ fn requeue(uaddr: u64, count: u64, limit: u64, uaddr2: u64, expected: Option<u32
 fn wake_op(uaddr: u64, count: u64, count2: u64, uaddr2: u64, encoded: u32) -> SysResult {
     let op = (encoded >> 28) & 0xf;
     let cmp = (encoded >> 24) & 0xf;
-    let mut oparg = (encoded >> 12) & 0xfff;
-    let cmparg = encoded & 0xfff;
+    // Both arguments are signed 12-bit numbers, as Linux reads them.
+    let sign_extend = |field: u32| (((field << 20) as i32) >> 20) as u32;
+    let mut oparg = sign_extend((encoded >> 12) & 0xfff);
+    let cmparg = sign_extend(encoded & 0xfff);
     if op & 8 != 0 {
-        oparg = 1u32.checked_shl(oparg).unwrap_or(0);
+        oparg = 1u32 << (oparg & 31); // Linux masks the shift to 0..31
     }
     let mut wakeups = Wakeups::default();
     let result = SCHED.with(|sched| {

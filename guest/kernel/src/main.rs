@@ -18,14 +18,17 @@ mod clock;
 mod console;
 mod cpu;
 mod entry;
+mod epoll;
 mod errno;
 mod fault;
 mod files;
 mod futex;
 mod global;
+mod highmem;
 mod memory;
 mod paging;
 mod percpu;
+mod pipe;
 mod process;
 mod protection;
 mod pvh;
@@ -43,6 +46,20 @@ static QEMU_MODE: Global<bool> = Global::new(false);
 
 pub fn qemu_mode() -> bool {
     QEMU_MODE.get()
+}
+
+/// BootInfo's KERNEL_CLOSED: system calls enter through the page fault (fault.rs).
+static KERNEL_CLOSED: Global<bool> = Global::new(false);
+
+pub fn kernel_closed() -> bool {
+    KERNEL_CLOSED.get()
+}
+
+/// BootInfo's SYSCALL_MAY_FAULT (fault.rs).
+static SYSCALL_MAY_FAULT: Global<bool> = Global::new(false);
+
+pub fn syscall_may_fault() -> bool {
+    SYSCALL_MAY_FAULT.get()
 }
 
 /// Where `_start` lands on every vCPU, on its own stack, with RDI = &BootInfo, RSI = its number.
@@ -72,6 +89,8 @@ pub fn start(boot: &BootInfo, backend: console::Backend) -> ! {
     paging::init(boot.page_table_pool, boot.page_table_pool_end);
     syscalls::init(boot.syscall_counts_addr);
     let have_fsgsbase = boot.flags & boot_flags::FSGSBASE != 0;
+    KERNEL_CLOSED.set(boot.flags & boot_flags::KERNEL_CLOSED != 0);
+    SYSCALL_MAY_FAULT.set(boot.flags & boot_flags::SYSCALL_MAY_FAULT != 0);
     process::init(&boot.hostname, have_fsgsbase);
     // The VMM (or the PVH loader) placed the program and its stack at these addresses; from
     // here on the kernel runs only on system calls, exceptions and timer interrupts.

@@ -20,6 +20,7 @@
 //! Not modelled: file mappings (`-ENODEV`/`-EBADF`), reservations larger than guest RAM.
 
 use crate::errno::{Errno, SysResult, EBADF, EEXIST, EINVAL, ENODEV, ENOMEM};
+use crate::highmem;
 use crate::protection::{self, Access};
 use crate::sync::SpinLock;
 use crate::user;
@@ -138,9 +139,24 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, _offset: u64) -
     }
     // MAP_SHARED anonymous memory is the same as private here: there is one process.
     let len = page_up(len).ok_or(ENOMEM)?;
-    let start = SPACE.with(|space| place(space, addr, len, flags))?;
-    let end = start + len;
     let access = Access::from_prot(prot);
+    let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+    if fixed && highmem::contains(addr, addr.saturating_add(len)) {
+        if !is_page_aligned(addr) {
+            return Err(EINVAL);
+        }
+        if flags & MAP_FIXED_NOREPLACE != 0 && highmem::allows(addr, addr + len, false) {
+            return Err(EEXIST);
+        }
+        highmem::map_fixed(addr, addr + len, access)?;
+        return Ok(addr);
+    }
+    // What does not fit in guest RAM goes to the high window, backed only where touched.
+    let start = match SPACE.with(|space| place(space, addr, len, flags)) {
+        Err(ENOMEM) if !fixed => return highmem::reserve(len, access),
+        placed => placed?,
+    };
+    let end = start + len;
     let prepared = make_writable(start, end).and_then(|()| {
         SPACE.with(|space| space.clear_for_reuse(start, end));
         protection::set(start, end, access)
@@ -181,6 +197,10 @@ pub fn munmap(addr: u64, len: u64) -> SysResult {
         return Err(EINVAL);
     }
     let end = page_up(len).and_then(|len| addr.checked_add(len)).ok_or(EINVAL)?;
+    if highmem::contains(addr, end) {
+        highmem::unmap(addr, end)?;
+        return Ok(0);
+    }
     user::check(addr, end - addr).map_err(|_| EINVAL)?;
     // The pages go away wherever they are (a program that unmaps its own stack faults, as on
     // Linux); only the mmap area is handed out again.
@@ -201,6 +221,10 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
         return Err(EINVAL);
     }
     let len = page_up(len).ok_or(ENOMEM)?;
+    if highmem::contains(addr, addr.saturating_add(len)) {
+        highmem::protect(addr, addr + len, Access::from_prot(prot))?;
+        return Ok(0);
+    }
     user::check(addr, len).map_err(|_| ENOMEM)?;
     protection::set(addr, addr + len, Access::from_prot(prot))?;
     Ok(0)
@@ -213,6 +237,12 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
         return Err(EINVAL);
     }
     let len = page_up(len).ok_or(EINVAL)?;
+    if highmem::contains(addr, addr.saturating_add(len)) {
+        if advice == MADV_DONTNEED {
+            highmem::discard(addr, addr + len)?;
+        }
+        return Ok(0);
+    }
     user::check(addr, len).map_err(|_| ENOMEM)?;
     if advice == MADV_DONTNEED {
         let end = addr + len;
@@ -224,6 +254,15 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
         }
     }
     Ok(0)
+}
+
+/// `len` bytes of the 1:1 mmap area, read-write and reading as zero, for highmem.rs to use as
+/// frames.
+pub fn take_frames(len: u64) -> SysResult {
+    let start = SPACE.with(|space| place(space, 0, len, 0))?;
+    make_writable(start, start + len)?;
+    SPACE.with(|space| space.clear_for_reuse(start, start + len));
+    Ok(start)
 }
 
 /// Clears [start, end) page by page, each page made writable for the moment and given back its

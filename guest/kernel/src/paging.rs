@@ -148,3 +148,165 @@ fn invalidate(address: u64) {
     // SAFETY: invlpg only affects the TLB; real CPL0 (callers' contract).
     unsafe { asm!("invlpg [{}]", in(reg) address, options(nostack)) };
 }
+
+/// Takes a zeroed page for a page table from the pool; None when it is empty.
+fn take_table() -> Option<u64> {
+    let table = POOL.load(Ordering::Relaxed);
+    if table == 0 || table + PAGE > POOL_END.load(Ordering::Relaxed) {
+        return None;
+    }
+    POOL.store(table + PAGE, Ordering::Relaxed);
+    // SAFETY: a free page of the page-table area, ours alone.
+    unsafe { core::ptr::write_bytes(table as *mut u8, 0, PAGE as usize) };
+    Some(table)
+}
+
+/// The last-level entry for `address` in the memory above guest RAM (highmem.rs), making the
+/// tables on the way when `create`. None when a table is missing (and not made) or the pool
+/// is empty.
+///
+/// # Safety
+/// Real CPL0; `address` is in the high area, whose tables only this code writes.
+unsafe fn high_entry(address: u64, create: bool) -> Option<*mut u64> {
+    let cr3: u64;
+    // SAFETY: reading CR3 at real CPL0.
+    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack)) };
+    let mut table = cr3 & ADDRESS_MASK;
+    for shift in [39u64, 30, 21] {
+        let slot = entry(table, address >> shift & 511);
+        // SAFETY: identity-mapped page tables.
+        unsafe {
+            if *slot & PRESENT == 0 {
+                if !create {
+                    return None;
+                }
+                *slot = take_table()? | PRESENT | WRITABLE | USER;
+            }
+            table = *slot & ADDRESS_MASK;
+        }
+    }
+    Some(entry(table, address >> 12 & 511))
+}
+
+/// Maps the page at `address` (high area) to physical `frame` with `access`. False when no
+/// page table was left for it.
+///
+/// # Safety
+/// Real CPL0; `frame` is a free page of guest RAM.
+pub unsafe fn map_high(address: u64, frame: u64, access: Access) -> bool {
+    // SAFETY: callers' contract.
+    let Some(pte) = (unsafe { high_entry(address, true) }) else { return false };
+    // SAFETY: the entry just found. It was not present, and x86 caches no translation of a
+    // page that is not present: nothing to invalidate.
+    unsafe { *pte = frame | USER | bits(access) };
+    true
+}
+
+/// The frame mapped at `address` (high area), if any.
+///
+/// # Safety
+/// Real CPL0.
+pub unsafe fn high_frame(address: u64) -> Option<u64> {
+    // SAFETY: callers' contract.
+    let pte = unsafe { high_entry(address, false) }?;
+    // SAFETY: an entry of the tables.
+    let value = unsafe { *pte };
+    (value & ADDRESS_MASK != 0).then_some(value & ADDRESS_MASK)
+}
+
+/// Calls `visit(page, entry)` for every page of [start, end) in the high area that has a
+/// frame (present or not), skipping whole missing tables at once: a 512 MiB reservation with
+/// three pages backed costs three visits, not 131 072.
+///
+/// # Safety
+/// Real CPL0; [start, end) in the high area.
+pub unsafe fn for_each_high_page(start: u64, end: u64, mut visit: impl FnMut(u64, *mut u64)) {
+    let cr3: u64;
+    // SAFETY: reading CR3 at real CPL0.
+    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack)) };
+    let mut address = start;
+    'walk: while address < end {
+        let mut table = cr3 & ADDRESS_MASK;
+        for shift in [39u64, 30, 21] {
+            let span = 1u64 << shift;
+            // SAFETY: identity-mapped page tables.
+            let slot = unsafe { *entry(table, address >> shift & 511) };
+            if slot & PRESENT == 0 {
+                // Nothing mapped in this whole span: go to its end.
+                address = (address | (span - 1)).saturating_add(1);
+                continue 'walk;
+            }
+            table = slot & ADDRESS_MASK;
+        }
+        let pte = entry(table, address >> 12 & 511);
+        // SAFETY: an entry of the tables.
+        if unsafe { *pte } & ADDRESS_MASK != 0 {
+            visit(address, pte);
+        }
+        address += PAGE;
+    }
+}
+
+/// Sets the access of every backed page of [start, end) in the high area. True when one was
+/// backed.
+///
+/// # Safety
+/// Real CPL0; [start, end) in the high area.
+pub unsafe fn protect_high(start: u64, end: u64, access: Access) -> bool {
+    let mut any = false;
+    // SAFETY: callers' contract; `pte` is a live entry the walk found.
+    unsafe {
+        for_each_high_page(start, end, |page, pte| {
+            *pte = (*pte & ADDRESS_MASK) | USER | bits(access);
+            invalidate(page);
+            any = true;
+        })
+    };
+    any
+}
+
+/// Unmaps every backed page of [start, end) in the high area, handing each frame to
+/// `released`. True when one was backed.
+///
+/// # Safety
+/// Real CPL0; [start, end) in the high area.
+pub unsafe fn unmap_high(start: u64, end: u64, mut released: impl FnMut(u64)) -> bool {
+    let mut any = false;
+    // SAFETY: callers' contract; `pte` is a live entry the walk found.
+    unsafe {
+        for_each_high_page(start, end, |page, pte| {
+            released(*pte & ADDRESS_MASK);
+            *pte = 0;
+            invalidate(page);
+            any = true;
+        })
+    };
+    any
+}
+
+/// Maps up to `count` consecutive pages from `address` (high area, all in one page table) that
+/// have no frame yet, each to a frame from `frame`, with `access`; stops at the first page that
+/// has one, or when `frame` gives none. Returns how many it mapped. One walk for the whole run:
+/// on nested hosts every instruction here is emulated.
+///
+/// # Safety
+/// Real CPL0; the frames `frame` gives are free pages of guest RAM reading as zero.
+pub unsafe fn map_high_run(address: u64, count: u64, access: Access, mut frame: impl FnMut() -> Option<u64>) -> u64 {
+    // SAFETY: callers' contract.
+    let Some(first) = (unsafe { high_entry(address, true) }) else { return 0 };
+    let room = 512 - (address >> 12 & 511);
+    let mut mapped = 0;
+    while mapped < count.min(room) {
+        // SAFETY: entries of the same page table as `first`.
+        let pte = unsafe { first.add(mapped as usize) };
+        // SAFETY: as above.
+        if unsafe { *pte } & ADDRESS_MASK != 0 {
+            break;
+        }
+        let Some(page) = frame() else { break };
+        // SAFETY: as above; not present before, so nothing cached to invalidate.
+        unsafe { *pte = page | USER | bits(access) };
+        mapped += 1;
+    }
+    mapped
+}

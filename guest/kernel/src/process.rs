@@ -5,7 +5,7 @@ use crate::clock;
 use crate::cpu::{self, out32, FpuState};
 use crate::entry::UserFrame;
 use crate::errno::{Errno, SysResult, EAGAIN, EINVAL, ENOSYS, EPERM, ESRCH};
-use crate::sched::{self, State, Wakeups, SCHED};
+use crate::sched::{self, Wakeups, SCHED};
 use crate::sync::SpinLock;
 use crate::{futex, percpu, user};
 use cvm_guest_abi::{port, KERNEL_NAME, KERNEL_RELEASE, KERNEL_VERSION, USER_STACK_SIZE};
@@ -227,21 +227,15 @@ pub fn clone(frame: &UserFrame, [flags, stack, parent_tid, child_tid, tls, _]: [
         if flags & CLONE_CHILD_CLEARTID != 0 {
             sched.threads[child].clear_child_tid = child_tid;
         }
-        let written = (|| {
-            if flags & CLONE_PARENT_SETTID != 0 {
-                user::write(parent_tid, tid)?;
-            }
-            if flags & CLONE_CHILD_SETTID != 0 {
-                user::write(child_tid, tid)?;
-            }
-            Ok(())
-        })();
-        if let Err(errno) = written {
-            sched.threads[child].state = State::Free;
-            return Err(errno);
+        // As Linux: a tid that cannot be written is not an error of the clone.
+        if flags & CLONE_PARENT_SETTID != 0 {
+            let _ = user::write(parent_tid, tid);
+        }
+        if flags & CLONE_CHILD_SETTID != 0 {
+            let _ = user::write(child_tid, tid);
         }
         sched.make_runnable(child, 0, &mut wakeups);
-        Ok(tid)
+        Ok::<u32, Errno>(tid)
     })?;
     wakeups.send();
     Ok(u64::from(tid))

@@ -15,11 +15,14 @@
 //! interrupt 0x20) preempts it. The timer is armed only when it has work to do, so a program
 //! with as many threads as vCPUs takes no interrupt at all.
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use cvm_guest_abi::{port, MAX_CPUS};
 
 use crate::clock::monotonic_ns;
 use crate::cpu::{self, out32, FpuState};
 use crate::entry::{first_frame_address, return_to_user, UserFrame};
+use crate::errno::EINTR;
 use crate::percpu;
 use crate::process;
 use crate::sync::{SpinGuard, SpinLock};
@@ -62,9 +65,17 @@ pub struct Thread {
     /// Signals it holds back, and signals sent to it not yet delivered (bit n-1: signal n).
     pub signal_mask: u64,
     pub signal_pending: u64,
+    /// While it sleeps in nanosleep: where to write the time left if a signal cuts it short.
+    pub sleep_remaining: u64,
+    /// rt_sigsuspend: the mask to put back once the handler has run (None: not suspended).
+    pub saved_mask: Option<u64>,
+    /// Woken with [`RESTART_SYSCALL`], it runs its system call again instead of returning.
+    pub restartable: bool,
 }
 
 impl Thread {
+    /// All zeros, so the table lands in .bss: the VMM copies no page of it, and the guest
+    /// kernel's memory counts only the slots threads use.
     const FREE: Thread = Thread {
         state: State::Free,
         tid: 0,
@@ -92,16 +103,19 @@ impl Thread {
             rsp: 0,
             ss: 0,
         },
-        fpu: FpuState::initial(),
+        fpu: FpuState([0; 512]),
         fs_base: 0,
         clear_child_tid: 0,
         futex: 0,
         futex_bitset: 0,
-        deadline: u64::MAX,
+        deadline: 0,
         timeout_result: 0,
         wait_seq: 0,
         signal_mask: 0,
         signal_pending: 0,
+        sleep_remaining: 0,
+        saved_mask: None,
+        restartable: false,
     };
 }
 
@@ -118,6 +132,7 @@ impl RunQueue {
         let tail = (self.head + self.len) % MAX_THREADS;
         self.slots[tail] = thread as u16;
         self.len += 1;
+        QUEUED.store(self.len, Ordering::Release);
     }
 
     fn pop(&mut self) -> Option<usize> {
@@ -127,6 +142,7 @@ impl RunQueue {
         let thread = self.slots[self.head] as usize;
         self.head = (self.head + 1) % MAX_THREADS;
         self.len -= 1;
+        QUEUED.store(self.len, Ordering::Release);
         Some(thread)
     }
 }
@@ -154,10 +170,17 @@ pub static SCHED: SpinLock<Scheduler> = SpinLock::new(Scheduler {
     armed: [0; MAX_CPUS],
     high_water: 0,
     live: 0,
-    next_tid: process::PID as u32,
+    next_tid: 0,
     next_seq: 0,
     have_fsgsbase: false,
 });
+
+/// The "result" that makes a woken thread run its system call again (epoll.rs). Not a value
+/// any system call returns (-1 is -EPERM; this is beyond -4095).
+pub const RESTART_SYSCALL: u64 = u64::MAX - 0x1_0000;
+
+/// Threads waiting for a vCPU (the run queue's length, readable without the lock).
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 /// vCPUs to send a WAKE to once the lock is released (port writes are slow: never under it).
 #[derive(Default)]
@@ -197,7 +220,7 @@ impl Scheduler {
     pub fn create(&mut self, frame: UserFrame, fpu: FpuState, fs_base: u64, signal_mask: u64) -> Option<usize> {
         let slot = self.threads.iter().position(|t| t.state == State::Free)?;
         self.next_tid += 1;
-        let tid = if self.live == 0 { process::PID as u32 } else { self.next_tid };
+        let tid = process::PID as u32 + if self.live == 0 { 0 } else { self.next_tid };
         self.threads[slot] = Thread { state: State::Blocked, tid, frame, fpu, fs_base, signal_mask, ..Thread::FREE };
         self.high_water = self.high_water.max(slot + 1);
         self.live += 1;
@@ -208,10 +231,18 @@ impl Scheduler {
     /// run it.
     pub fn make_runnable(&mut self, thread: usize, rax: u64, wakeups: &mut Wakeups) {
         let t = &mut self.threads[thread];
-        t.frame.rax = rax;
+        if rax == RESTART_SYSCALL && t.restartable {
+            // Back to the `syscall` instruction (2 bytes). The frame was saved on entry, before
+            // any result was written: RAX still holds the number, the arguments their registers.
+            t.frame.rip -= 2;
+        } else {
+            t.frame.rax = if rax == RESTART_SYSCALL { 0 } else { rax };
+        }
+        t.restartable = false;
         t.state = State::Runnable;
         t.futex = 0;
         t.deadline = u64::MAX;
+        t.sleep_remaining = 0;
         self.queue.push(thread);
         if let Some(cpu) = (0..percpu::count()).find(|&cpu| self.idle[cpu] && !wakeups.0[cpu]) {
             wakeups.0[cpu] = true;
@@ -228,7 +259,7 @@ impl Scheduler {
         bitset: u32,
         deadline: u64,
         timeout_result: u64,
-    ) {
+    ) -> usize {
         let thread = self.save_current(cpu, frame);
         self.next_seq += 1;
         let t = &mut self.threads[thread];
@@ -238,6 +269,19 @@ impl Scheduler {
         t.deadline = deadline;
         t.timeout_result = timeout_result;
         t.wait_seq = self.next_seq;
+        thread
+    }
+
+    /// The vCPU `thread` is running on, if it is running.
+    pub fn cpu_running(&self, thread: usize) -> Option<usize> {
+        (0..percpu::count()).find(|&cpu| self.current[cpu] == Some(thread))
+    }
+
+    /// True when the thread on `cpu` has a signal pending that its mask lets through: it must
+    /// not start waiting (the signal would wait with it).
+    pub fn signal_waiting(&self, cpu: usize) -> bool {
+        let t = &self.threads[self.current(cpu)];
+        (t.signal_pending | crate::signal::process_pending()) & !t.signal_mask != 0
     }
 
     fn save_current(&mut self, cpu: usize, frame: &UserFrame) -> usize {
@@ -397,6 +441,22 @@ pub fn timer_interrupt(frame: &mut UserFrame, cpu: usize) {
     wakeups.send();
 }
 
+/// On the way back to the program from a system call: if threads wait for a vCPU (one was made
+/// runnable while every vCPU was busy) and this vCPU's slice timer is not running, start it,
+/// so the waiting thread gets a turn even if the running one never enters the kernel again.
+pub fn ensure_slice(cpu: usize) {
+    if QUEUED.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let sched = SCHED.lock();
+    if sched.armed[cpu] != 0 || sched.current[cpu].is_none() {
+        return;
+    }
+    let now = monotonic_ns();
+    let when = sched.timer_for(cpu, now);
+    arm_timer(sched, cpu, when, now);
+}
+
 /// `sched_yield`: to the back of the queue, if anyone else wants this vCPU.
 pub fn yield_now(frame: &mut UserFrame, cpu: usize) {
     let mut sched = SCHED.lock();
@@ -411,13 +471,40 @@ pub fn yield_now(frame: &mut UserFrame, cpu: usize) {
     wakeups.send();
 }
 
-/// Blocks the calling thread until `deadline` (monotonic ns), for nanosleep.
-pub fn sleep_until(frame: &mut UserFrame, cpu: usize, deadline: u64) {
+/// Blocks the calling thread until `deadline` (monotonic ns), for nanosleep; a signal for it
+/// ends the sleep early with -EINTR and the time left written to `remaining` (if not 0).
+pub fn sleep_until(frame: &mut UserFrame, cpu: usize, deadline: u64, remaining: u64) {
     let mut sched = SCHED.lock();
-    if deadline <= monotonic_ns() {
+    let now = monotonic_ns();
+    if deadline <= now {
         frame.rax = 0;
         return;
     }
-    sched.block_current(cpu, frame, 0, 0, deadline, 0);
+    if sched.signal_waiting(cpu) {
+        drop(sched);
+        frame.rax = interrupted(remaining, deadline - now);
+        return;
+    }
+    let thread = sched.block_current(cpu, frame, 0, 0, deadline, 0);
+    sched.threads[thread].sleep_remaining = remaining;
+    run_next(sched, cpu, frame);
+}
+
+/// -EINTR, having written `left` ns to the program's timespec at `remaining` (if not 0).
+pub fn interrupted(remaining: u64, left: u64) -> u64 {
+    if remaining != 0 {
+        let _ = crate::user::write(remaining, [left / 1_000_000_000, left % 1_000_000_000]);
+    }
+    (-i64::from(EINTR.0)) as u64
+}
+
+/// `pause`: waits until a signal's handler has run (always -EINTR).
+pub fn pause(frame: &mut UserFrame, cpu: usize) {
+    let mut sched = SCHED.lock();
+    if sched.signal_waiting(cpu) {
+        frame.rax = (-i64::from(EINTR.0)) as u64;
+        return;
+    }
+    sched.block_current(cpu, frame, 0, 0, u64::MAX, 0);
     run_next(sched, cpu, frame);
 }

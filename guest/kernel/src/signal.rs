@@ -11,14 +11,14 @@
 //! takes its default action: most end the program ("killed by signal N", reported to the VMM),
 //! a few are ignored. There is no stop and continue (one process, no job control).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::console;
 use crate::cpu::{out32, FpuState};
 use crate::entry::{UserFrame, USER_RFLAGS};
 use crate::errno::{SysResult, EFAULT, EINTR, EINVAL, ENOMEM, EPERM, ESRCH};
 use crate::process::PID;
-use crate::sched::{State, Wakeups, SCHED};
+use crate::sched::{self, State, Wakeups, SCHED};
 use crate::sync::SpinLock;
 use crate::{percpu, user};
 use cvm_guest_abi::{fault_kind, port, FaultReport};
@@ -83,7 +83,8 @@ struct Action {
 /// Per thread (by scheduler slot): what `sigaltstack` set, and the details of pending signals.
 #[derive(Clone, Copy)]
 struct ThreadSignals {
-    /// `stack_t`: sp, flags (SS_DISABLE or 0), size.
+    /// The alternate stack: sp, unused, size; size 0 when there is none (SS_DISABLE), so that
+    /// the table is all zeros at boot.
     alt_stack: [u64; 3],
     /// si_code of each pending signal (the last one sent).
     codes: [i32; 64],
@@ -96,8 +97,16 @@ struct Signals {
 
 static SIGNALS: SpinLock<Signals> = SpinLock::new(Signals {
     actions: [Action { handler: 0, flags: 0, restorer: 0, mask: 0 }; 64],
-    threads: [ThreadSignals { alt_stack: [0, SS_DISABLE, 0], codes: [0; 64] }; crate::sched::MAX_THREADS],
+    threads: [ThreadSignals { alt_stack: [0; 3], codes: [0; 64] }; crate::sched::MAX_THREADS],
 });
+
+/// Signals sent to the process while every thread blocked them: the first thread that lets
+/// one through takes it (bit n-1: signal n), as Linux's shared pending set.
+static PROCESS_PENDING: AtomicU64 = AtomicU64::new(0);
+
+pub fn process_pending() -> u64 {
+    PROCESS_PENDING.load(Ordering::Acquire)
+}
 
 /// How many signals are pending in all threads: the way back to the program looks no further
 /// when it is zero (nearly always).
@@ -173,13 +182,22 @@ pub fn rt_sigpending(set: u64, size: u64) -> SysResult {
         return Err(EINVAL);
     }
     let cpu = percpu::current_cpu();
-    let pending = SCHED.with(|sched| sched.threads[sched.current(cpu)].signal_pending);
+    let pending = SCHED.with(|sched| sched.threads[sched.current(cpu)].signal_pending) | process_pending();
     user::write(set, pending)?;
     Ok(0)
 }
 
 fn on_alt_stack(alt: &[u64; 3], sp: u64) -> bool {
-    alt[1] & SS_DISABLE == 0 && sp > alt[0] && sp - alt[0] <= alt[2]
+    alt[2] != 0 && sp > alt[0] && sp - alt[0] <= alt[2]
+}
+
+/// The alternate stack as `stack_t` reports it.
+fn reported(alt: [u64; 3]) -> [u64; 3] {
+    if alt[2] == 0 {
+        [0, SS_DISABLE, 0]
+    } else {
+        [alt[0], 0, alt[2]]
+    }
 }
 
 pub fn sigaltstack(frame: &UserFrame, new: u64, old: u64) -> SysResult {
@@ -187,17 +205,17 @@ pub fn sigaltstack(frame: &UserFrame, new: u64, old: u64) -> SysResult {
     let thread = SCHED.with(|sched| sched.current(percpu::current_cpu()));
     let current = SIGNALS.with(|signals| signals.threads[thread].alt_stack);
     let on_it = on_alt_stack(&current, frame.rsp);
-    let mut reported = current;
+    let mut report = reported(current);
     if on_it {
-        reported[1] |= SS_ONSTACK;
+        report[1] |= SS_ONSTACK;
     }
-    user::write_optional(old, reported)?;
+    user::write_optional(old, report)?;
     if let Some([sp, flags, size]) = requested {
         if on_it {
             return Err(EPERM);
         }
         let stack = if flags & SS_DISABLE != 0 {
-            [0, SS_DISABLE, 0]
+            [0; 3]
         } else if flags & !SS_ONSTACK != 0 {
             return Err(EINVAL);
         } else if size < MIN_SIGNAL_STACK {
@@ -213,31 +231,46 @@ pub fn sigaltstack(frame: &UserFrame, new: u64, old: u64) -> SysResult {
 /// A new thread starts with no alternate stack and nothing pending (its mask is its parent's:
 /// sched.rs copies it).
 pub fn thread_created(thread: usize) {
-    SIGNALS.with(|signals| signals.threads[thread] = ThreadSignals { alt_stack: [0, SS_DISABLE, 0], codes: [0; 64] });
+    SIGNALS.with(|signals| signals.threads[thread] = ThreadSignals { alt_stack: [0; 3], codes: [0; 64] });
 }
 
 /// `kill(pid, sig)`, `tkill(tid, sig)`, `tgkill(pid, tid, sig)`: only this program (pid 1, or
 /// 0 and -1: every process we may signal) and its threads can be targets.
 pub fn kill(target: u64, signal: u64, to_thread: bool) -> SysResult {
     let target = target as i64;
-    if signal > 64 {
+    if signal > 64 || (to_thread && target <= 0) {
         return Err(EINVAL);
     }
     let cpu = percpu::current_cpu();
     let slot = SCHED.with(|sched| {
         let live = |t: usize| sched.threads[t].state != State::Free;
         if to_thread {
-            sched.used().find(|&t| live(t) && i64::from(sched.threads[t].tid) == target)
+            sched.used().find(|&t| live(t) && i64::from(sched.threads[t].tid) == target).map(Some)
         } else if target == PID as i64 || target == 0 || target == -1 {
-            Some(sched.current(cpu))
+            // To the process: the caller if it lets the signal through, else a thread that
+            // does, else (None inside) the process's own pending set.
+            let lets_through = |t: usize| live(t) && sched.threads[t].signal_mask & bit_of(signal) == 0;
+            let caller = sched.current(cpu);
+            Some(if lets_through(caller) { Some(caller) } else { sched.used().find(|&t| lets_through(t)) })
         } else {
             None
         }
     });
-    let thread = slot.ok_or(ESRCH)?;
+    let target_thread = slot.ok_or(ESRCH)?;
     if signal == 0 {
         return Ok(0);
     }
+    let Some(thread) = target_thread else {
+        // Every thread blocks it: it waits for the process, not for one thread.
+        let signal = signal as u32;
+        if signal == SIGKILL {
+            terminate(signal);
+        }
+        if PROCESS_PENDING.fetch_or(bit(signal), Ordering::AcqRel) & bit(signal) == 0 {
+            PENDING.fetch_add(1, Ordering::AcqRel);
+        }
+        return Ok(0);
+    };
     let signal = signal as u32;
     if signal == SIGKILL {
         terminate(signal);
@@ -249,19 +282,61 @@ pub fn kill(target: u64, signal: u64, to_thread: bool) -> SysResult {
     let si_code = if to_thread { code::SI_TKILL } else { code::SI_USER };
     SIGNALS.with(|signals| signals.threads[thread].codes[(signal - 1) as usize] = si_code);
     let mut wakeups = Wakeups::default();
+    let mut interrupt = None;
     SCHED.with(|sched| {
+        let running_on = sched.cpu_running(thread);
         let t = &mut sched.threads[thread];
         if t.signal_pending & bit(signal) == 0 {
             t.signal_pending |= bit(signal);
             PENDING.fetch_add(1, Ordering::AcqRel);
         }
-        // A handler to run: a thread waiting in the kernel stops waiting (-EINTR).
-        if t.state == State::Blocked && t.signal_mask & bit(signal) == 0 {
-            sched.make_runnable(thread, (-i64::from(EINTR.0)) as u64, &mut wakeups);
+        if t.signal_mask & bit(signal) != 0 {
+            return;
+        }
+        if t.state == State::Blocked {
+            // A thread waiting in the kernel stops waiting (-EINTR); a sleep says what was left.
+            let left = t.deadline.saturating_sub(crate::clock::monotonic_ns());
+            let result = sched::interrupted(t.sleep_remaining, left);
+            sched.make_runnable(thread, result, &mut wakeups);
+        } else if let Some(other) = running_on.filter(|&other| other != cpu) {
+            // Running on another vCPU, perhaps never entering the kernel: interrupt it there.
+            interrupt = Some(other);
         }
     });
     wakeups.send();
+    if let Some(other) = interrupt {
+        out32(port::INTERRUPT, other as u32);
+    }
     Ok(0)
+}
+
+fn bit_of(signal: u64) -> u64 {
+    if (1..=64).contains(&signal) {
+        bit(signal as u32)
+    } else {
+        0
+    }
+}
+
+/// `rt_sigsuspend(mask)`: waits with `mask` in place until a handler has run; the handler's
+/// frame keeps the mask from before, so `rt_sigreturn` puts it back. Always -EINTR.
+pub fn rt_sigsuspend(frame: &mut UserFrame, cpu: usize, set: u64, size: u64) {
+    let mask = match (size, user::read::<u64>(set)) {
+        (8, Ok(mask)) => mask & !UNBLOCKABLE,
+        (8, Err(errno)) => return frame.rax = (-i64::from(errno.0)) as u64,
+        _ => return frame.rax = (-i64::from(EINVAL.0)) as u64,
+    };
+    let mut sched = SCHED.lock();
+    let thread = sched.current(cpu);
+    let t = &mut sched.threads[thread];
+    t.saved_mask = Some(t.signal_mask);
+    t.signal_mask = mask;
+    if sched.signal_waiting(cpu) {
+        frame.rax = (-i64::from(EINTR.0)) as u64;
+        return;
+    }
+    sched.block_current(cpu, frame, 0, 0, u64::MAX, 0);
+    sched::run_next(sched, cpu, frame);
 }
 
 /// On every way back to the program: the thread now in `frame` (on `cpu`) gets its lowest
@@ -274,16 +349,24 @@ pub fn deliver_pending(frame: &mut UserFrame, cpu: usize) {
         let taken = SCHED.with(|sched| {
             let thread = sched.current(cpu);
             let t = &mut sched.threads[thread];
-            let ready = t.signal_pending & !t.signal_mask;
+            let own = t.signal_pending & !t.signal_mask;
+            let shared = PROCESS_PENDING.load(Ordering::Acquire) & !t.signal_mask;
+            let ready = own | shared;
             if ready == 0 {
                 return None;
             }
             let signal = ready.trailing_zeros() + 1;
-            t.signal_pending &= !bit(signal);
+            if own & bit(signal) != 0 {
+                t.signal_pending &= !bit(signal);
+            } else if PROCESS_PENDING.fetch_and(!bit(signal), Ordering::AcqRel) & bit(signal) == 0 {
+                return None; // another thread took it first (this runs under the lock: never)
+            }
             PENDING.fetch_sub(1, Ordering::AcqRel);
-            Some((thread, signal, t.signal_mask))
+            // After rt_sigsuspend the frame keeps the mask from before it.
+            let saved = t.saved_mask.take().unwrap_or(t.signal_mask);
+            Some((thread, signal, t.signal_mask, saved))
         });
-        let Some((thread, signal, mask)) = taken else { return };
+        let Some((thread, signal, mask, saved)) = taken else { return };
         let (action, si_code) = SIGNALS.with(|signals| {
             (signals.actions[(signal - 1) as usize], signals.threads[thread].codes[(signal - 1) as usize])
         });
@@ -293,7 +376,7 @@ pub fn deliver_pending(frame: &mut UserFrame, cpu: usize) {
             SIG_DFL => terminate(signal),
             _ => {
                 let info = SigInfo::sent(signal, si_code);
-                if enter_handler(frame, cpu, thread, signal, &action, mask, &info).is_err() {
+                if enter_handler(frame, cpu, thread, signal, &action, Masks { now: mask, saved }, &info).is_err() {
                     terminate(SIGSEGV);
                 }
                 return;
@@ -314,7 +397,7 @@ pub fn deliver_fault(frame: &mut UserFrame, cpu: usize, signal: u32, si_code: i3
         return false;
     }
     let info = SigInfo::fault(signal, si_code, address);
-    enter_handler(frame, cpu, thread, signal, &action, mask, &info).is_ok()
+    enter_handler(frame, cpu, thread, signal, &action, Masks { now: mask, saved: mask }, &info).is_ok()
 }
 
 /// `siginfo_t`, 128 bytes; only the fields this kernel fills.
@@ -403,13 +486,20 @@ const RED_ZONE: u64 = 128;
 /// IF or IOPL).
 const RESTORABLE_FLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x1_0000 | 0x4_0000;
 
+/// The thread's mask now (what the handler's mask adds to) and the one its frame keeps for
+/// `rt_sigreturn` (different after `rt_sigsuspend`).
+struct Masks {
+    now: u64,
+    saved: u64,
+}
+
 fn enter_handler(
     frame: &mut UserFrame,
     cpu: usize,
     thread: usize,
     signal: u32,
     action: &Action,
-    mask: u64,
+    masks: Masks,
     info: &SigInfo,
 ) -> Result<(), crate::errno::Errno> {
     if action.flags & SA_RESTORER == 0 {
@@ -417,7 +507,7 @@ fn enter_handler(
     }
     let alt = SIGNALS.with(|signals| signals.threads[thread].alt_stack);
     let mut sp = frame.rsp;
-    if action.flags & SA_ONSTACK != 0 && alt[1] & SS_DISABLE == 0 && !on_alt_stack(&alt, sp) {
+    if action.flags & SA_ONSTACK != 0 && alt[2] != 0 && !on_alt_stack(&alt, sp) {
         sp = alt[0] + alt[2];
     } else {
         sp = sp.wrapping_sub(RED_ZONE);
@@ -431,7 +521,7 @@ fn enter_handler(
     let context = UContext {
         flags: 0,
         link: 0,
-        stack: alt,
+        stack: reported(alt),
         mcontext: SigContext {
             r8: frame.r8,
             r9: frame.r9,
@@ -454,12 +544,12 @@ fn enter_handler(
             segments: frame.cs | frame.ss << 48,
             err: if frame.vector < 32 { frame.error_code } else { 0 },
             trapno: if frame.vector < 32 { frame.vector } else { 0 },
-            oldmask: mask,
+            oldmask: masks.saved,
             cr2: if info.code > 0 { info.first } else { 0 },
             fpstate,
             reserved: [0; 8],
         },
-        sigmask: mask,
+        sigmask: masks.saved,
     };
     user::write(frame_at, SigFrame { restorer: action.restorer, context, info: *info })?;
 
@@ -471,7 +561,7 @@ fn enter_handler(
     frame.rax = 0;
     frame.rflags = USER_RFLAGS | (frame.rflags & RESTORABLE_FLAGS & !0x400); // DF clear, as the ABI wants
     frame.vector = crate::entry::SYSCALL_VECTOR;
-    let mut blocked = mask | action.mask;
+    let mut blocked = masks.now | action.mask;
     if action.flags & SA_NODEFER == 0 {
         blocked |= bit(signal);
     }

@@ -8,9 +8,9 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::entry::UserFrame;
-use crate::errno::{Errno, SysResult, ECHILD, ENOENT, ENOSYS, ESRCH};
+use crate::errno::{Errno, SysResult, ECHILD, EINVAL, ENOENT, ENOSYS, ESRCH};
 use crate::global::Global;
-use crate::{clock, files, futex, memory, percpu, process, sched, signal};
+use crate::{clock, epoll, files, futex, memory, percpu, pipe, process, sched, signal};
 use cvm_guest_abi::{SyscallCounts, SYSCALL_SLOTS};
 
 /// Where the counters live (BootInfo.syscall_counts_addr); null counts nothing.
@@ -26,7 +26,9 @@ pub fn init(counts_addr: u64) {
 /// way back, a pending signal of whichever thread is in the frame now is delivered.
 pub extern "C" fn dispatch(frame: &mut UserFrame) {
     serve(frame);
-    signal::deliver_pending(frame, percpu::current_cpu());
+    let cpu = percpu::current_cpu();
+    sched::ensure_slice(cpu);
+    signal::deliver_pending(frame, cpu);
 }
 
 fn serve(frame: &mut UserFrame) {
@@ -37,14 +39,24 @@ fn serve(frame: &mut UserFrame) {
     let result = match number {
         // The calls that may switch threads write RAX themselves (or leave another thread's).
         24 => return sched::yield_now(frame, percpu::current_cpu()),
-        35 => match clock::nanosleep_deadline(args[0], args[1]) {
-            Ok(deadline) => return sched::sleep_until(frame, percpu::current_cpu(), deadline),
+        35 => match clock::nanosleep_deadline(args[0]) {
+            Ok(deadline) => return sched::sleep_until(frame, percpu::current_cpu(), deadline, args[1]),
             Err(errno) => Err(errno),
         },
-        230 => match clock::clock_nanosleep_deadline(args[0], args[1], args[2], args[3]) {
-            Ok(deadline) => return sched::sleep_until(frame, percpu::current_cpu(), deadline),
+        // An absolute sleep has nothing left to report when interrupted.
+        230 => match clock::clock_nanosleep_deadline(args[0], args[1], args[2]) {
+            Ok(deadline) => {
+                let remaining = if args[1] & 1 == 0 { args[3] } else { 0 };
+                return sched::sleep_until(frame, percpu::current_cpu(), deadline, remaining);
+            }
             Err(errno) => Err(errno),
         },
+        34 => return sched::pause(frame, percpu::current_cpu()),
+        232 | 281 => match epoll::wait(frame, percpu::current_cpu(), args) {
+            Some(result) => result,
+            None => return,
+        },
+        130 => return signal::rt_sigsuspend(frame, percpu::current_cpu(), args[0], args[1]),
         202 => match futex::futex(frame, percpu::current_cpu(), args) {
             Some(result) => result,
             None => return,
@@ -97,6 +109,16 @@ fn count(number: u64, tally: Tally) {
 fn answer(number: u64, [a0, a1, a2, a3, a4, a5]: [u64; 6]) -> SysResult {
     match number {
         // Files: only the console exists (fds 0, 1, 2).
+        0 | 17 if a0 >= pipe::FIRST_FD => pipe::read(a0, a1, a2),
+        1 if a0 >= pipe::FIRST_FD => pipe::write(a0, a1, a2),
+        3 if a0 >= pipe::FIRST_FD => pipe::close(a0),
+        72 if a0 >= pipe::FIRST_FD => pipe::fcntl(a0, a1, a2),
+        22 => pipe::pipe2(a0, 0),
+        293 => pipe::pipe2(a0, a1),
+        213 if (a0 as i32) <= 0 => Err(EINVAL), // epoll_create(size): size must be positive
+        213 => epoll::create1(0),
+        291 => epoll::create1(a0),
+        233 => epoll::ctl(a0, a1, a2, a3),
         0 => files::read(a0, a1, a2),
         1 => files::write(a0, a1, a2),
         2 => files::open(a0),

@@ -9,7 +9,7 @@ use core::mem::size_of;
 
 use crate::errno::{Errno, EFAULT};
 use crate::global::Global;
-use crate::protection;
+use crate::{highmem, protection};
 use cvm_guest_abi::USER_BASE;
 
 /// First address above the program's memory (the end of guest RAM).
@@ -46,6 +46,10 @@ pub fn writable(addr: u64, len: u64) -> Result<(), Errno> {
 }
 
 fn accessible(addr: u64, len: u64, write: bool) -> Result<(), Errno> {
+    // Memory above guest RAM (highmem.rs): allowed by its area, and backed before we touch it.
+    if let Some(end) = addr.checked_add(len).filter(|&end| len > 0 && highmem::contains(addr, end)) {
+        return highmem::populate(addr, end, write);
+    }
     check(addr, len)?;
     if len == 0 || protection::allows(addr, addr + len, write) {
         Ok(())

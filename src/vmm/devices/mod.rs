@@ -28,6 +28,7 @@ use sleep::{SleepDevice, WakePort};
 use timer::TimerDevice;
 
 use super::tlb::Tlb;
+use super::vcpu_threads::VcpuThreads;
 
 /// Every device of one VM, and the bus that routes to them. The fields give the VMM what it
 /// reads after the run (output, boot times); the bus is what the vCPUs use.
@@ -39,6 +40,8 @@ pub struct Devices {
     pub timer: Arc<TimerDevice>,
     /// Every vCPU's cached translations, dropped when the page tables change.
     pub tlb: Arc<Tlb>,
+    /// The host thread of each vCPU, to kick it.
+    pub threads: Arc<VcpuThreads>,
     pub bus: Bus,
 }
 
@@ -49,7 +52,7 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Devices {
     /// What the builtin guest kernel uses: serial, exit, boot timer, ConsoleWrite, fault report,
-    /// Sleep, Wake, Timer and TLB shootdown; any other port is a kernel bug that ends the run.
+    /// Sleep, Wake, Timer, TLB shootdown and Interrupt; any other port is a kernel bug that ends the run.
     /// Live output (with `echo`) gives up waiting on a stalled reader at `deadline`.
     pub fn builtin(cpus: usize, echo: bool, deadline: Instant) -> Result<Devices> {
         let mut devices = Devices::bare(cpus, echo, deadline, UnknownPorts::Refuse)?;
@@ -61,6 +64,8 @@ impl Devices {
         bus.register(port::WAKE, 1, Arc::new(WakePort(devices.sleep.clone())))?;
         bus.register(port::TIMER, 1, devices.timer.clone())?;
         bus.register(port::TLB_SHOOTDOWN, 1, Arc::new(ShootdownPort(devices.tlb.clone())))?;
+        let interrupt = InterruptPort { timer: devices.timer.clone(), threads: devices.threads.clone() };
+        bus.register(port::INTERRUPT, 1, Arc::new(interrupt))?;
         Ok(devices)
     }
 
@@ -76,13 +81,15 @@ impl Devices {
         let mut bus = Bus::new(unknown);
         bus.register(port::SERIAL_COM1, serial::REGISTERS, serial.clone())?;
         bus.register(port::EXIT, 1, Arc::new(ExitPort))?;
+        let threads = Arc::new(VcpuThreads::new(cpus));
         Ok(Devices {
             serial,
             boot_timer: Arc::new(Mutex::new(BootTimer::default())),
             console: Arc::new(Mutex::new(ProgramConsole::new(echo, deadline))),
             sleep: Arc::new(SleepDevice::new(cpus, deadline)?),
             timer: Arc::new(TimerDevice::new(cpus)),
-            tlb: Arc::new(Tlb::new(cpus)),
+            tlb: Arc::new(Tlb::new(cpus, threads.clone())),
+            threads,
             bus,
         })
     }
@@ -126,6 +133,22 @@ impl Device for Mutex<ProgramConsole> {
                 PortAction::Stop(VmStop::Interrupted { signal })
             }
         }
+    }
+}
+
+/// Port 0x506: interrupt the vCPU whose number is written (its timer fires now, and its
+/// thread is kicked out of `KVM_RUN` so the VMM injects the interrupt at once).
+struct InterruptPort {
+    timer: Arc<TimerDevice>,
+    threads: Arc<VcpuThreads>,
+}
+
+impl Device for InterruptPort {
+    fn write(&self, _port: u16, data: &[u8], access: &Access) -> PortAction {
+        let cpu = port_value(data) as usize;
+        self.timer.fire_now(cpu, access.now);
+        self.threads.kick(cpu);
+        PortAction::Continue
     }
 }
 

@@ -22,6 +22,14 @@ impl TimerDevice {
         TimerDevice { deadlines: (0..cpus.max(1)).map(|_| Mutex::new(None)).collect() }
     }
 
+    /// Makes vCPU `cpu`'s timer expire now (port INTERRUPT): it gets the interrupt as soon as
+    /// it runs the program.
+    pub fn fire_now(&self, cpu: usize, now: Instant) {
+        if let Some(slot) = self.deadlines.get(cpu) {
+            *lock(slot) = Some(now);
+        }
+    }
+
     /// True (once) when vCPU `cpu`'s timer has expired: the caller injects the interrupt.
     pub fn take_due(&self, cpu: usize, now: Instant) -> bool {
         let Some(slot) = self.deadlines.get(cpu) else { return false };

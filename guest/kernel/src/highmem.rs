@@ -1,0 +1,353 @@
+//! Memory beyond guest RAM: address-space reservations larger than the VM's RAM, backed page
+//! by page on first touch (demand paging).
+//!
+//! Guest RAM is mapped 1:1 below its end, and that is where `mmap` normally hands out memory.
+//! A mapping that does not fit there (Go's runtime reserves hundreds of MiB of PROT_NONE
+//! address space at start-up and commits a little of it at a time) goes to a high window,
+//! [HIGH_BASE, HIGH_END), where only the pages actually touched get a frame: a 4 KiB page of
+//! guest RAM taken from the 1:1 mmap area. The program's first touch of such a page faults;
+//! the #PF handler finds the area allows it, maps a zeroed frame and lets the instruction run
+//! again. A system call that is handed a pointer up here has its pages faulted in the same way
+//! before it touches them (`populate`).
+//!
+//! Not done: returning frames to the 1:1 area (they go to a free list and are reused here),
+//! and closing a frame's 1:1 alias (the program could reach it there if it looked).
+
+use crate::cpu::{out32, privileged};
+use crate::errno::{Errno, EFAULT, EINVAL, ENOMEM};
+use crate::fault::privileged as op;
+use crate::protection::Access;
+use crate::sync::SpinLock;
+use crate::{console, memory, paging, user};
+use cvm_guest_abi::port;
+
+/// The high window: 1 TiB up, 64 GiB of address space.
+pub const HIGH_BASE: u64 = 1 << 40;
+pub const HIGH_END: u64 = HIGH_BASE + (64 << 30);
+const PAGE: u64 = 4096;
+const MAX_AREAS: usize = 256;
+/// Frames are taken from the 1:1 mmap area this many bytes at a time.
+const FRAME_CHUNK: u64 = 256 << 10;
+const FREE_FRAMES: usize = 1024;
+
+#[derive(Clone, Copy)]
+struct Area {
+    start: u64,
+    end: u64,
+    access: Access,
+}
+
+struct High {
+    areas: [Area; MAX_AREAS],
+    len: usize,
+    /// Where the next reservation goes, from HIGH_BASE (the window is handed out upward, never
+    /// reused; an offset, so the state is all zeros at boot and costs no loaded page).
+    next: u64,
+    /// Frames of the current chunk not yet handed out: [chunk, chunk_end).
+    chunk: u64,
+    chunk_end: u64,
+    /// Frames given back by munmap and madvise.
+    free: [u64; FREE_FRAMES],
+    free_len: usize,
+}
+
+static HIGH: SpinLock<High> = SpinLock::new(High {
+    areas: [Area { start: 0, end: 0, access: Access::None }; MAX_AREAS],
+    len: 0,
+    next: 0,
+    chunk: 0,
+    chunk_end: 0,
+    free: [0; FREE_FRAMES],
+    free_len: 0,
+});
+
+/// True when [start, end) lies in the high window.
+pub fn contains(start: u64, end: u64) -> bool {
+    HIGH_BASE <= start && start <= end && end <= HIGH_END
+}
+
+/// A new area of `len` bytes (page-aligned) with `access`, nothing backed yet.
+pub fn reserve(len: u64, access: Access) -> Result<u64, Errno> {
+    if !console::hypercalls() {
+        return Err(ENOMEM); // under QEMU the page tables are not ours to extend
+    }
+    HIGH.with(|high| {
+        let start = HIGH_BASE + high.next;
+        let end = start.checked_add(len).filter(|&end| end <= HIGH_END).ok_or(ENOMEM)?;
+        high.set(start, end, Some(access))?;
+        // A page of gap between reservations, as Linux leaves between mappings.
+        high.next = end + PAGE - HIGH_BASE;
+        Ok(start)
+    })
+}
+
+/// `mmap(MAP_FIXED)` in the window: whatever was there goes, the range is `access`, unbacked.
+pub fn map_fixed(start: u64, end: u64, access: Access) -> Result<(), Errno> {
+    change(start, end, Change::Replace(access))
+}
+
+pub fn unmap(start: u64, end: u64) -> Result<(), Errno> {
+    change(start, end, Change::Remove)
+}
+
+/// `mprotect`: every page of the range must be in an area (-ENOMEM otherwise, as Linux).
+pub fn protect(start: u64, end: u64, access: Access) -> Result<(), Errno> {
+    if !HIGH.with(|high| high.covered(start, end)) {
+        return Err(ENOMEM);
+    }
+    change(start, end, Change::Protect(access))
+}
+
+/// `madvise(MADV_DONTNEED)`: the pages read as zero from now on: their frames go.
+pub fn discard(start: u64, end: u64) -> Result<(), Errno> {
+    change(start, end, Change::Discard)
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Replace(Access),
+    Remove,
+    Protect(Access),
+    Discard,
+    /// Back every page of the range that is not yet (for a system call about to touch it).
+    Populate,
+}
+
+/// What `privileged_call_ud2(HIGH, &request)` carries to [`apply`].
+#[repr(C)]
+pub struct Request {
+    start: u64,
+    end: u64,
+    change: Change,
+}
+
+fn change(start: u64, end: u64, change: Change) -> Result<(), Errno> {
+    if !contains(start, end) || !start.is_multiple_of(PAGE) || !end.is_multiple_of(PAGE) {
+        return Err(EINVAL);
+    }
+    let request = Request { start, end, change };
+    let answer = privileged(op::HIGH, &request as *const Request as u64);
+    if answer == TOOK_ACCESS {
+        out32(port::TLB_SHOOTDOWN, 0);
+    }
+    if answer == OUT_OF_MEMORY {
+        return Err(ENOMEM);
+    }
+    Ok(())
+}
+
+const DONE: u64 = 0;
+const TOOK_ACCESS: u64 = 1;
+const OUT_OF_MEMORY: u64 = 2;
+
+/// At real CPL0: carries out a [`Request`].
+pub fn apply(request: u64) -> u64 {
+    // SAFETY: `change` passes a pointer to a Request on this vCPU's stack, waiting for us.
+    let request = unsafe { &*(request as *const Request) };
+    let (start, end) = (request.start, request.end);
+    HIGH.with(|high| {
+        let mut took = false;
+        match request.change {
+            Change::Replace(access) => {
+                took = high.drop_frames(start, end);
+                if high.set(start, end, Some(access)).is_err() {
+                    return OUT_OF_MEMORY;
+                }
+            }
+            Change::Remove => {
+                took = high.drop_frames(start, end);
+                if high.set(start, end, None).is_err() {
+                    return OUT_OF_MEMORY;
+                }
+            }
+            Change::Discard => took = high.drop_frames(start, end),
+            Change::Protect(access) => {
+                if high.set(start, end, Some(access)).is_err() {
+                    return OUT_OF_MEMORY;
+                }
+                // SAFETY: real CPL0 (we are in the #UD handler), pages of the window.
+                let backed = unsafe { paging::protect_high(start, end, access) };
+                took = backed && access != Access::ReadWrite;
+            }
+            Change::Populate => {
+                let mut page = start;
+                while page < end {
+                    // SAFETY: as above.
+                    if unsafe { paging::high_frame(page) }.is_none() && !high.back(page) {
+                        return OUT_OF_MEMORY;
+                    }
+                    page += PAGE;
+                }
+            }
+        }
+        if took {
+            TOOK_ACCESS
+        } else {
+            DONE
+        }
+    })
+}
+
+/// True when the program may read (or write) all of [start, end) in the window.
+pub fn allows(start: u64, end: u64, write: bool) -> bool {
+    HIGH.with(|high| high.allows(start, end, write))
+}
+
+/// Before a system call touches [start, end) in the window: every page backed.
+pub fn populate(start: u64, end: u64, write: bool) -> Result<(), Errno> {
+    if !allows(start, end, write) {
+        return Err(EFAULT);
+    }
+    let page_start = start & !(PAGE - 1);
+    let page_end = end.div_ceil(PAGE) * PAGE;
+    change(page_start, page_end, Change::Populate).map_err(|_| EFAULT)
+}
+
+/// The #PF handler's question for a fault of the program at `address` in the window: true when
+/// the page was only not backed yet (now it is: run the instruction again).
+pub fn fault(address: u64, write: bool) -> bool {
+    let page = address & !(PAGE - 1);
+    HIGH.with(|high| {
+        if !high.allows(page, page + PAGE, write) {
+            return false;
+        }
+        let Some(area) = high.areas[..high.len].iter().find(|a| a.start <= page && page < a.end).copied() else {
+            return false;
+        };
+        // Fault-around: every entry into the kernel is emulated on nested hosts (a few hundred
+        // microseconds), so back the following pages of the same area now, in one run: a
+        // program touching one page usually touches the next.
+        let block_end = ((page | (FAULT_AROUND - 1)) + 1).min(area.end);
+        let count = (block_end - page) / PAGE;
+        // SAFETY: we run in the exception handler at real CPL0; fresh frames read as zero.
+        let mapped = unsafe { paging::map_high_run(page, count, area.access, || high.take_zeroed_frame()) };
+        mapped > 0
+    })
+}
+
+/// Pages backed together on a first touch (an aligned block of this many bytes).
+const FAULT_AROUND: u64 = 64 << 10;
+
+impl High {
+    fn allows(&self, start: u64, end: u64, write: bool) -> bool {
+        let permits = |a: &Area| match a.access {
+            Access::None => false,
+            Access::Read => !write,
+            Access::ReadWrite => true,
+        };
+        self.covered(start, end)
+            && self.areas[..self.len].iter().filter(|a| a.start < end && start < a.end).all(permits)
+    }
+
+    fn covered(&self, start: u64, end: u64) -> bool {
+        let mut cursor = start;
+        for area in &self.areas[..self.len] {
+            if area.end <= cursor {
+                continue;
+            }
+            if area.start > cursor {
+                return false;
+            }
+            cursor = area.end;
+            if cursor >= end {
+                return true;
+            }
+        }
+        cursor >= end
+    }
+
+    /// Replaces whatever areas [start, end) had by one with `access` (None: no area).
+    fn set(&mut self, start: u64, end: u64, access: Option<Access>) -> Result<(), Errno> {
+        let mut result = [Area { start: 0, end: 0, access: Access::None }; MAX_AREAS];
+        let mut count = 0;
+        let mut push = |area: Area| -> Result<(), Errno> {
+            if area.start < area.end {
+                *result.get_mut(count).ok_or(ENOMEM)? = area;
+                count += 1;
+            }
+            Ok(())
+        };
+        let mut placed = access.is_none();
+        for &area in &self.areas[..self.len] {
+            if area.end <= start {
+                push(area)?;
+                continue;
+            }
+            if !placed && area.start >= end {
+                push(Area { start, end, access: access.unwrap_or(Access::None) })?;
+                placed = true;
+            }
+            if area.start >= end {
+                push(area)?;
+                continue;
+            }
+            push(Area { start: area.start, end: start, access: area.access })?;
+            if !placed {
+                push(Area { start, end, access: access.unwrap_or(Access::None) })?;
+                placed = true;
+            }
+            push(Area { start: end, end: area.end, access: area.access })?;
+        }
+        if !placed {
+            push(Area { start, end, access: access.unwrap_or(Access::None) })?;
+        }
+        self.areas = result;
+        self.len = count;
+        Ok(())
+    }
+
+    /// Unmaps the backed pages of [start, end), keeping their frames for reuse. True when
+    /// one was backed (other vCPUs may have it cached).
+    fn drop_frames(&mut self, start: u64, end: u64) -> bool {
+        let (free, free_len) = (&mut self.free, &mut self.free_len);
+        // SAFETY: real CPL0 (callers run in the #UD handler), pages of the window.
+        unsafe {
+            paging::unmap_high(start, end, |frame| {
+                if *free_len < FREE_FRAMES {
+                    free[*free_len] = frame;
+                    *free_len += 1;
+                }
+            })
+        }
+    }
+
+    /// Gives `page` a zeroed frame with its area's access. False when there is no memory.
+    fn back(&mut self, page: u64) -> bool {
+        let Some(access) = self.areas[..self.len].iter().find(|a| a.start <= page && page < a.end).map(|a| a.access)
+        else {
+            return false;
+        };
+        let Some((frame, dirty)) = self.take_frame() else { return false };
+        // Fresh frames read as zero already (memory.rs clears a chunk's used parts); clearing
+        // is kernel code, which nested PVM hosts emulate: skip it where it is not needed.
+        if dirty {
+            user::zero(frame, PAGE);
+        }
+        // SAFETY: real CPL0; `frame` is ours alone.
+        unsafe { paging::map_high(page, frame, access) }
+    }
+
+    /// A frame that reads as zero.
+    fn take_zeroed_frame(&mut self) -> Option<u64> {
+        let (frame, dirty) = self.take_frame()?;
+        if dirty {
+            user::zero(frame, PAGE);
+        }
+        Some(frame)
+    }
+
+    /// A frame, and whether it may hold old data.
+    fn take_frame(&mut self) -> Option<(u64, bool)> {
+        if self.free_len > 0 {
+            self.free_len -= 1;
+            return Some((self.free[self.free_len], true));
+        }
+        if self.chunk >= self.chunk_end {
+            let chunk = memory::take_frames(FRAME_CHUNK).ok()?;
+            (self.chunk, self.chunk_end) = (chunk, chunk + FRAME_CHUNK);
+        }
+        let frame = self.chunk;
+        self.chunk += PAGE;
+        Some((frame, false))
+    }
+}

@@ -1,0 +1,3 @@
+module cvmtest
+
+go 1.19
