@@ -160,7 +160,8 @@ fn a_running_container_is_removed_only_with_force_as_root() {
         .unwrap();
     let started = Instant::now();
     while !ok(store, &["ps"]).contains("running") {
-        assert!(started.elapsed() < Duration::from_secs(5), "the container never showed as running");
+        // Generous: a debug build on a loaded 2-core machine unpacks and checks the image first.
+        assert!(started.elapsed() < Duration::from_secs(30), "the container never showed as running");
         std::thread::sleep(Duration::from_millis(20));
     }
     refused(store, &["start", "long"], "already running");
