@@ -157,3 +157,26 @@ fn a_protected_guest_kernel_is_closed_to_the_program_with_kvm() {
         assert_eq!(default["signal"], 11, "{default}");
     }
 }
+
+/// Memory beyond guest RAM (tests/programs/high_memory.c): vCPUs racing to back the same
+/// page, frames and page tables reused across map/unmap rounds, an honest out-of-memory end,
+/// and SIGPIPE from a pipe nobody reads.
+#[test]
+fn memory_beyond_guest_ram_is_backed_reused_and_runs_out_honestly_with_kvm() {
+    if !require_kvm() {
+        return;
+    }
+    let Some(program) = common::c_program("high_memory") else { return };
+    let program = program.to_str().unwrap();
+    let race = run_json_in("vm", &["--cpus", "4", "--binary", program, "race"]);
+    assert_eq!(race["stdout"], "sum 252\n", "{race}");
+    let churn = run_json_in("vm", &["--timeout", "60", "--binary", program, "churn"]);
+    assert_eq!(churn["stdout"], "6 rounds\n", "{churn}");
+    let oom = run_json_in("vm", &["--binary", program, "oom"]);
+    assert_eq!(oom["outcome"], "oom_killed", "{oom}");
+    assert_eq!(oom["exit_code"], 137, "{oom}");
+    assert!(oom["reason"].as_str().unwrap().contains("--memory"), "{oom}");
+    let pipe = run_json_in("vm", &["--binary", program, "pipe"]);
+    assert_eq!(pipe["outcome"], "signaled", "{pipe}");
+    assert_eq!(pipe["signal"], 13, "{pipe}");
+}

@@ -308,6 +308,9 @@ fn apply_stop(record: &mut RunRecord, stop: &VmStop, spec: &RunSpec) {
                 super::supervise::signal_name(*signal)
             )),
         ),
+        VmStop::OutOfMemory { reason } => {
+            (Outcome::OomKilled, 128 + libc::SIGKILL, Some(libc::SIGKILL), Some(reason.clone()))
+        }
         VmStop::ProgramFault { signal, reason } => {
             (Outcome::GuestProgramFault, 128 + signal, Some(*signal), Some(reason.clone()))
         }
@@ -340,9 +343,10 @@ fn apply_stop(record: &mut RunRecord, stop: &VmStop, spec: &RunSpec) {
 fn describe(stop: &VmStop) -> String {
     match stop {
         VmStop::Exited { status } => format!("the guest kernel wrote exit status {status} to port 0xf4"),
-        VmStop::ProgramFault { reason, .. } | VmStop::KernelFault { reason } | VmStop::UnhandledDevice { reason } => {
-            reason.clone()
-        }
+        VmStop::ProgramFault { reason, .. }
+        | VmStop::KernelFault { reason }
+        | VmStop::UnhandledDevice { reason }
+        | VmStop::OutOfMemory { reason } => reason.clone(),
         VmStop::Signaled { signal } => format!("the guest kernel reported the program killed by signal {signal}"),
         VmStop::TimedOut => "timed out".into(),
         VmStop::Interrupted { signal } => format!("interrupted by signal {signal}"),

@@ -35,6 +35,8 @@ pub enum VmStop {
     ProgramFault { signal: i32, reason: String },
     /// A signal's default action ended the program (kill, tgkill, abort), as on the host.
     Signaled { signal: i32 },
+    /// The guest kernel had no memory left for the program (an out-of-memory kill).
+    OutOfMemory { reason: String },
     /// The guest kernel faulted, the VM triple-faulted, halted, or KVM could not run it.
     KernelFault { reason: String },
     /// The guest touched a port or address where there is no device.

@@ -227,6 +227,9 @@ pub mod fault_kind {
     /// A signal's default action ended the program (kill, tgkill, abort): exit status
     /// 128 + signal, as a process killed by that signal.
     pub const SIGNALED: u32 = 3;
+    /// The program needed memory the VM does not have (guest RAM or page tables exhausted):
+    /// the run ends as an out-of-memory kill.
+    pub const OUT_OF_MEMORY: u32 = 4;
 }
 
 /// Argument of [`port::GUEST_FAULT`].

@@ -61,7 +61,7 @@ pub fn create1(flags: u64) -> SysResult {
         all[free].len = 0;
         Ok::<usize, Errno>(free)
     })?;
-    pipe::allocate(Open::Epoll(instance)).inspect_err(|_| release(instance))
+    pipe::allocate_cloexec(Open::Epoll(instance), flags & EPOLL_CLOEXEC != 0).inspect_err(|_| release(instance))
 }
 
 /// Called when its descriptor is closed.

@@ -127,8 +127,12 @@ pub extern "C" fn handle_exception(frame: &mut UserFrame) {
     let signal = signal_for(frame.vector);
     // A first touch of memory above guest RAM: back the page and run the instruction again.
     let first_touch = from_program && frame.vector == PAGE_FAULT && frame.error_code & 1 == 0;
-    if first_touch && crate::highmem::contains(cr2, cr2) && crate::highmem::fault(cr2, frame.error_code & 2 != 0) {
-        return;
+    if first_touch && crate::highmem::contains(cr2, cr2) {
+        match crate::highmem::fault(cr2, frame.error_code & 2 != 0) {
+            crate::highmem::Fault::Backed => return,
+            crate::highmem::Fault::OutOfMemory => out_of_memory(frame.rip, cr2),
+            crate::highmem::Fault::Denied => {}
+        }
     }
     if from_program {
         let (code, address) = signal_details(frame, cr2);
@@ -163,6 +167,23 @@ pub extern "C" fn handle_exception(frame: &mut UserFrame) {
         out32(port::EXIT, 128 + signal);
     }
     halt_forever()
+}
+
+/// The program needs a page and the VM has none left: the run ends as Linux's OOM killer
+/// would end it (SIGKILL), and the VMM says why.
+fn out_of_memory(rip: u64, address: u64) -> ! {
+    report(FaultReport {
+        kind: fault_kind::OUT_OF_MEMORY,
+        vector: PAGE_FAULT as u32,
+        rip,
+        cr2: address,
+        signal: 9,
+        ..Default::default()
+    });
+    if crate::qemu_mode() {
+        out32(port::EXIT, 128 + 9);
+    }
+    crate::cpu::spin_forever()
 }
 
 /// A Rust panic in the kernel: reported as a kernel fault with vector 0xff (not an x86

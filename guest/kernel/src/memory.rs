@@ -151,7 +151,12 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, _offset: u64) -
         highmem::map_fixed(addr, addr + len, access)?;
         return Ok(addr);
     }
-    // What does not fit in guest RAM goes to the high window, backed only where touched.
+    // A reservation (PROT_NONE) and what does not fit in guest RAM go to the high window,
+    // backed only where touched: reservations made in guest RAM would take RAM nobody uses
+    // (Go reserves hundreds of MiB and commits a little), leaving none to back the rest.
+    if !fixed && access == Access::None && crate::console::hypercalls() {
+        return highmem::reserve(len, access);
+    }
     let start = match SPACE.with(|space| place(space, addr, len, flags)) {
         Err(ENOMEM) if !fixed => return highmem::reserve(len, access),
         placed => placed?,

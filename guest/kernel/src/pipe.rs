@@ -51,12 +51,15 @@ struct Table {
     fds: [Open; MAX_FDS],
     /// O_NONBLOCK as set by fcntl (reported only: nothing blocks).
     nonblocking: [bool; MAX_FDS],
+    /// FD_CLOEXEC (reported only: nothing is ever executed).
+    cloexec: [bool; MAX_FDS],
     pipes: [Pipe; MAX_PIPES],
 }
 
 static TABLE: SpinLock<Table> = SpinLock::new(Table {
     fds: [Open::Closed; MAX_FDS],
     nonblocking: [false; MAX_FDS],
+    cloexec: [false; MAX_FDS],
     pipes: [Pipe::EMPTY; MAX_PIPES],
 });
 
@@ -65,16 +68,17 @@ pub fn lookup(fd: u64) -> Open {
     TABLE.with(|table| table.fds.get(fd as usize).copied().unwrap_or(Open::Closed))
 }
 
-/// The lowest free descriptor for `open`.
-pub fn allocate(open: Open) -> Result<u64, Errno> {
-    TABLE.with(|table| table.allocate(open, false))
+/// The lowest free descriptor for `open`, with FD_CLOEXEC as asked (epoll_create1).
+pub fn allocate_cloexec(open: Open, cloexec: bool) -> Result<u64, Errno> {
+    TABLE.with(|table| table.allocate(open, false, cloexec))
 }
 
 impl Table {
-    fn allocate(&mut self, open: Open, nonblocking: bool) -> Result<u64, Errno> {
+    fn allocate(&mut self, open: Open, nonblocking: bool, cloexec: bool) -> Result<u64, Errno> {
         let fd = (FIRST_FD as usize..MAX_FDS).find(|&fd| self.fds[fd] == Open::Closed).ok_or(EMFILE)?;
         self.fds[fd] = open;
         self.nonblocking[fd] = nonblocking;
+        self.cloexec[fd] = cloexec;
         Ok(fd as u64)
     }
 }
@@ -86,10 +90,11 @@ pub fn pipe2(fds: u64, flags: u64) -> SysResult {
     }
     user::writable(fds, 8)?;
     let nonblocking = flags & O_NONBLOCK != 0;
+    let cloexec = flags & O_CLOEXEC != 0;
     let pair = TABLE.with(|table| {
         let pipe = table.pipes.iter().position(|p| !p.in_use()).ok_or(ENFILE)?;
-        let read = table.allocate(Open::PipeRead(pipe), nonblocking)?;
-        let write = match table.allocate(Open::PipeWrite(pipe), nonblocking) {
+        let read = table.allocate(Open::PipeRead(pipe), nonblocking, cloexec)?;
+        let write = match table.allocate(Open::PipeWrite(pipe), nonblocking, cloexec) {
             Ok(fd) => fd,
             Err(errno) => {
                 table.fds[read as usize] = Open::Closed;
@@ -139,7 +144,14 @@ pub fn write(fd: u64, buf: u64, len: u64) -> SysResult {
             p.len += 1;
         }
         Ok(count as u64)
-    })?;
+    });
+    if written == Err(EPIPE) {
+        // As Linux: a write to a pipe nobody can read also sends the writer SIGPIPE.
+        if let Ok(tid) = crate::process::gettid() {
+            let _ = crate::signal::kill(tid, SIGPIPE, true);
+        }
+    }
+    let written = written?;
     crate::epoll::notify();
     Ok(written)
 }
@@ -164,6 +176,8 @@ pub fn close(fd: u64) -> SysResult {
     Ok(0)
 }
 
+const FD_CLOEXEC: u64 = 1;
+const SIGPIPE: u64 = 13;
 const F_GETFD: u64 = 1;
 const F_SETFD: u64 = 2;
 const F_GETFL: u64 = 3;
@@ -175,7 +189,11 @@ pub fn fcntl(fd: u64, command: u64, arg: u64) -> SysResult {
         return Err(EBADF);
     }
     TABLE.with(|table| match command {
-        F_GETFD | F_SETFD => Ok(0),
+        F_GETFD => Ok(u64::from(table.cloexec[fd as usize])),
+        F_SETFD => {
+            table.cloexec[fd as usize] = arg & FD_CLOEXEC != 0;
+            Ok(0)
+        }
         F_GETFL => {
             let mode = if matches!(open, Open::PipeWrite(_)) { O_WRONLY } else { O_RDONLY };
             Ok(mode | if table.nonblocking[fd as usize] { O_NONBLOCK } else { 0 })

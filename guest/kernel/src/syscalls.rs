@@ -27,7 +27,7 @@ pub fn init(counts_addr: u64) {
 pub extern "C" fn dispatch(frame: &mut UserFrame) {
     serve(frame);
     let cpu = percpu::current_cpu();
-    sched::ensure_slice(cpu);
+    sched::ensure_slice(frame, cpu);
     signal::deliver_pending(frame, cpu);
 }
 

@@ -77,6 +77,13 @@ pub fn stop(address: u64, ram: &GuestRam) -> VmStop {
             VmStop::ProgramFault { signal, reason: format!("the program crashed in the guest: {}", describe(&report)) }
         }
         fault_kind::SIGNALED if (1..=64).contains(&report.signal) => VmStop::Signaled { signal: report.signal as i32 },
+        fault_kind::OUT_OF_MEMORY => VmStop::OutOfMemory {
+            reason: format!(
+                "the guest kernel ran out of memory for the program (at rip {:#x}, touching {:#x}): guest RAM or its \
+                 page tables are exhausted; give the VM more with --memory",
+                report.rip, report.cr2
+            ),
+        },
         fault_kind::KERNEL => {
             VmStop::KernelFault { reason: format!("the guest kernel crashed: {}", describe(&report)) }
         }
