@@ -93,6 +93,10 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// How long `status` and `begin_start` look again at a lock someone holds for a moment.
+const LOCK_PROBE_PATIENCE: Duration = Duration::from_millis(250);
+const LOCK_PROBE_PAUSE: Duration = Duration::from_millis(5);
+
 impl Container {
     /// `cvm create`: a container of `reference` that will run `args` with `options`.
     pub fn create(
@@ -176,20 +180,33 @@ impl Container {
         self.dir.join("running.lock")
     }
 
+    /// Running while a `cvm start` holds the lock. Asking takes the lock for a moment, so a
+    /// busy lock without the start's pid file may be another `ps` asking at the same time (or a
+    /// start between its lock and its pid file): look again for a little while.
     pub fn status(&self) -> Status {
-        match LockFile::try_acquire(&self.lock_path()) {
-            Ok(None) => Status::Running,
-            _ if self.state.starts == 0 => Status::Created,
-            _ => Status::Exited(self.state.last_exit_code),
+        let until = Instant::now() + LOCK_PROBE_PATIENCE;
+        loop {
+            match LockFile::try_acquire(&self.lock_path()) {
+                Ok(None) if self.dir.join("running.pid").exists() => return Status::Running,
+                Ok(None) if Instant::now() < until => std::thread::sleep(LOCK_PROBE_PAUSE),
+                _ if self.state.starts == 0 => return Status::Created,
+                _ => return Status::Exited(self.state.last_exit_code),
+            }
         }
     }
 
     /// Marks the container running for as long as the returned lock lives; an error if a
-    /// start of it is already in progress.
+    /// start of it is already in progress. A lock busy for only a moment is a `ps` asking
+    /// (see [`Container::status`]): the start tries again for a little while.
     pub fn begin_start(&self) -> Result<LockFile> {
-        let lock = LockFile::try_acquire(&self.lock_path())?.with_context(|| {
-            format!("container {} is already running (a `cvm start` of it is in progress)", self.state.name)
-        })?;
+        let until = Instant::now() + LOCK_PROBE_PATIENCE;
+        let lock = loop {
+            match LockFile::try_acquire(&self.lock_path())? {
+                Some(lock) => break lock,
+                None if Instant::now() < until => std::thread::sleep(LOCK_PROBE_PAUSE),
+                None => bail!("container {} is already running (a `cvm start` of it is in progress)", self.state.name),
+            }
+        };
         std::fs::write(self.dir.join("running.pid"), std::process::id().to_string())?;
         Ok(lock)
     }
