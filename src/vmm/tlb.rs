@@ -71,11 +71,15 @@ impl Tlb {
         }
     }
 
-    /// Every vCPU drops its cached translations before it runs guest code again; returns once
-    /// the others have (vCPU `from`, the caller, does it on its next entry).
+    /// Every other vCPU drops its cached translations before it runs guest code again; returns
+    /// once they have.
     pub fn shoot_down(&self, from: usize) {
-        for state in &self.cpus {
-            state.flush.store(true, SeqCst);
+        // Not the caller: the guest dropped its own translations with invlpg already, and a
+        // reset MMU costs every page touched so far a new fault on shadow-paging hosts.
+        for (cpu, state) in self.cpus.iter().enumerate() {
+            if cpu != from {
+                state.flush.store(true, SeqCst);
+            }
         }
         let started = Instant::now();
         let mut kicked = None;

@@ -16,13 +16,12 @@
 //! regions of it can ever be touched (about 240 for 64 MiB of RAM): past that, and when guest
 //! RAM runs out, the run ends as out of memory.
 
-use crate::cpu::{out32, privileged};
+use crate::cpu::privileged;
 use crate::errno::{Errno, EFAULT, EINVAL, ENOMEM};
 use crate::fault::privileged as op;
 use crate::protection::Access;
 use crate::sync::SpinLock;
 use crate::{console, memory, paging, user};
-use cvm_guest_abi::port;
 
 /// The high window: 1 TiB up, 64 GiB of address space.
 pub const HIGH_BASE: u64 = 1 << 40;
@@ -142,7 +141,7 @@ fn change(start: u64, end: u64, change: Change) -> Result<(), Errno> {
     let answer = privileged(op::HIGH, &request as *const Request as u64);
     clean_freed();
     if answer == TOOK_ACCESS {
-        out32(port::TLB_SHOOTDOWN, 0);
+        crate::paging::shoot_down();
     }
     if answer == OUT_OF_MEMORY {
         return Err(ENOMEM);

@@ -310,3 +310,12 @@ pub unsafe fn map_high_run(address: u64, count: u64, access: Access, mut frame: 
     }
     mapped
 }
+
+/// After access was taken away: other vCPUs may still cache the old translations (this one
+/// invalidated its own). Without inter-processor interrupts the VMM makes them drop them
+/// (port TLB_SHOOTDOWN); with one vCPU there is nobody to tell.
+pub fn shoot_down() {
+    if crate::percpu::count() > 1 {
+        crate::cpu::out32(cvm_guest_abi::port::TLB_SHOOTDOWN, 0);
+    }
+}

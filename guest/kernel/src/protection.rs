@@ -10,11 +10,9 @@
 //! before every access, and answers -EFAULT instead of faulting in the kernel.
 
 use crate::console;
-use crate::cpu::out32;
 use crate::errno::{Errno, ENOMEM};
 use crate::fault::privileged;
 use crate::sync::SpinLock;
-use cvm_guest_abi::port;
 
 /// What the program may do with a range.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -132,7 +130,7 @@ pub fn set(start: u64, end: u64, access: Access) -> Result<(), Errno> {
         }
         // Access taken away from a page another vCPU may have cached: make them all forget.
         if answer == CHANGED && access.rank() < strongest_before.rank() {
-            out32(port::TLB_SHOOTDOWN, 0);
+            crate::paging::shoot_down();
         }
         Ok(())
     })
