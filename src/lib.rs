@@ -23,6 +23,7 @@ pub mod output;
 pub mod own_usage;
 pub mod plot;
 pub mod program;
+pub mod program_check;
 pub mod record;
 pub mod report;
 pub mod results;

@@ -25,8 +25,8 @@ pub const MAX_PROGRAM_BYTES: u64 = 256 << 20;
 pub enum Program {
     /// The workload built into cvm; `name` is one of [`embedded::WORKLOADS`].
     Workload { name: String },
-    /// A static program file given with `--binary`.
-    Binary { path: PathBuf },
+    /// A static program file given with `--binary`, checked, and the digest of its content.
+    Binary { path: PathBuf, digest: crate::image::digest::Digest },
     /// An image of the store (`--image`): the container runtime only.
     Image(ImageProgram),
 }
@@ -119,16 +119,21 @@ impl Program {
 
     /// Checks that `path` is a static x86-64 ELF executable and returns it as a program.
     pub fn binary(path: &Path) -> Result<Program> {
-        let bytes = read_program_file(path)?;
-        check_static_elf(&bytes).with_context(|| format!("cannot run {}", path.display()))?;
-        Ok(Program::Binary { path: path.to_path_buf() })
+        // Read, parsed and hashed once per version of the file (program_check.rs); an unchanged
+        // file costs a stat.
+        let checked = crate::program_check::check(path, MAX_PROGRAM_BYTES, || {
+            let bytes = read_program_file(path)?;
+            check_static_elf(&bytes).with_context(|| format!("cannot run {}", path.display()))?;
+            Ok(bytes)
+        })?;
+        Ok(Program::Binary { path: path.to_path_buf(), digest: checked.digest })
     }
 
     /// What the record calls it: the workload name, the file name of a binary, the image name.
     pub fn label(&self) -> String {
         match self {
             Program::Workload { name } => name.clone(),
-            Program::Binary { path } => {
+            Program::Binary { path, .. } => {
                 path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
             }
             Program::Image(image) => image.reference.clone(),
@@ -150,7 +155,7 @@ impl Program {
     pub fn host_path(&self) -> Result<PathBuf> {
         match self {
             Program::Workload { .. } => embedded::workload_path(),
-            Program::Binary { path } => Ok(path.clone()),
+            Program::Binary { path, .. } => Ok(path.clone()),
             Program::Image(_) => bail!("{IMAGE_RUNTIME_ONLY}"),
         }
     }
@@ -159,7 +164,7 @@ impl Program {
     pub fn bytes(&self) -> Result<Cow<'static, [u8]>> {
         match self {
             Program::Workload { .. } => Ok(Cow::Borrowed(embedded::WORKLOAD_ELF)),
-            Program::Binary { path } => Ok(Cow::Owned(read_program_file(path)?)),
+            Program::Binary { path, .. } => Ok(Cow::Owned(read_program_file(path)?)),
             Program::Image(_) => bail!("{IMAGE_RUNTIME_ONLY}"),
         }
     }
@@ -168,11 +173,7 @@ impl Program {
     pub fn content_id(&self) -> Result<String> {
         match self {
             Program::Workload { .. } => Ok(embedded::WORKLOAD_HASH.trim().to_string()),
-            Program::Binary { .. } => {
-                use sha2::{Digest, Sha256};
-                let digest = Sha256::digest(self.bytes()?);
-                Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
-            }
+            Program::Binary { digest, .. } => Ok(digest.short()),
             Program::Image(image) => Ok(image.digest.clone()),
         }
     }

@@ -48,22 +48,26 @@ pub fn prepare(program: &Program) -> Result<Image> {
         });
     }
     let name = file_name(program);
+    let program_path = format!("/bin/{name}");
+    // The image of this content exists already: nothing to read (the program's digest is
+    // known from its check, program_check.rs).
+    let rootfs = images_dir().join(format!("{}-{name}", program.content_id()?)).join("rootfs");
+    if rootfs.join("bin").join(&name).is_file() {
+        return Ok(Image { layers: vec![rootfs], program: program_path, origin: Origin::Cache { built: false } });
+    }
     // One read of the program: checked, hashed and copied into the image from the same bytes,
     // so a file swapped meanwhile cannot end up cached under another content's name.
     let bytes = program.bytes()?;
     crate::program::check_static_elf(&bytes).with_context(|| format!("cannot run {}", program.label()))?;
-    let key = format!("{}-{name}", content_id(program, &bytes));
-    let dir = images_dir().join(&key);
+    let dir = images_dir().join(format!("{}-{name}", content_id(program, &bytes)));
     let rootfs = dir.join("rootfs");
-    let program_path = format!("/bin/{name}");
-    let built = !rootfs.join("bin").join(&name).is_file();
-    if built {
+    if !rootfs.join("bin").join(&name).is_file() {
         for leftover in crate::image::layout::abandoned_staging(&images_dir()) {
             let _ = std::fs::remove_dir_all(leftover);
         }
         build(&bytes, &dir, &name).with_context(|| format!("building the container image {}", dir.display()))?;
     }
-    Ok(Image { layers: vec![rootfs], program: program_path, origin: Origin::Cache { built } })
+    Ok(Image { layers: vec![rootfs], program: program_path, origin: Origin::Cache { built: true } })
 }
 
 /// The identity of the program's content: the build's hash for the workload, sha256 else.
@@ -141,9 +145,10 @@ mod tests {
     fn file_names_are_safe() {
         let workload = Program::workload("hello").unwrap();
         assert_eq!(file_name(&workload), "cvm-workload");
-        let odd = Program::Binary { path: PathBuf::from("/tmp/my prog!") };
+        let digest = crate::image::digest::Digest::of(b"");
+        let odd = Program::Binary { path: PathBuf::from("/tmp/my prog!"), digest: digest.clone() };
         assert_eq!(file_name(&odd), "my_prog_");
-        let dots = Program::Binary { path: PathBuf::from("/tmp/...") };
+        let dots = Program::Binary { path: PathBuf::from("/tmp/..."), digest };
         assert_eq!(file_name(&dots), "program");
     }
 }
