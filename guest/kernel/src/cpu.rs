@@ -193,10 +193,8 @@ pub fn open_kernel_to_ring3() {
     // SAFETY: exception handler at real CPL0; the VMM's tables are identity-mapped kernel
     // memory, and only permission bits of entries for [0, USER_BASE) change.
     unsafe {
-        let cr3: u64;
-        asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack));
         let entry = |table: u64, index: u64| (table + index * 8) as *mut u64;
-        let pml4 = cr3 & ADDRESS_MASK;
+        let pml4 = read_cr3() & ADDRESS_MASK;
         *entry(pml4, 0) |= USER;
         let pdpt = *entry(pml4, 0) & ADDRESS_MASK;
         *entry(pdpt, 0) |= USER;
@@ -221,11 +219,19 @@ pub fn open_kernel_to_ring3() {
                 }
             }
         }
-        asm!("mov cr3, {}", in(reg) cr3, options(nostack));
     }
+    reload_cr3();
 }
 
 /// Reloads CR3, dropping this vCPU's cached translations. CPL0 only (an exception handler).
+/// CR3: the page tables' root. Real CPL0 only (exception handlers, the privileged door).
+pub fn read_cr3() -> u64 {
+    let cr3: u64;
+    // SAFETY: reading CR3 changes nothing; callers run at real CPL0.
+    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack)) };
+    cr3
+}
+
 pub fn reload_cr3() {
     // SAFETY: rewriting CR3 with its own value changes no mapping; exception handlers run at
     // real CPL0.

@@ -20,6 +20,7 @@ use crate::cpu::privileged;
 use crate::errno::{Errno, EFAULT, EINVAL, ENOMEM};
 use crate::fault::privileged as op;
 use crate::protection::Access;
+use crate::ranges::{Range, RangeMap};
 use crate::sync::SpinLock;
 use crate::{console, memory, paging, user};
 
@@ -31,16 +32,9 @@ const MAX_AREAS: usize = 256;
 /// Frames are taken from the 1:1 mmap area this many bytes at a time.
 const FRAME_CHUNK: u64 = 256 << 10;
 
-#[derive(Clone, Copy)]
-struct Area {
-    start: u64,
-    end: u64,
-    access: Access,
-}
-
 struct High {
-    areas: [Area; MAX_AREAS],
-    len: usize,
+    /// What the program may do with each part of the window it holds.
+    areas: RangeMap<Access, MAX_AREAS>,
     /// Where the next reservation goes, from HIGH_BASE (the window is handed out upward, never
     /// reused; an offset, so the state is all zeros at boot and costs no loaded page).
     next: u64,
@@ -55,15 +49,8 @@ struct High {
     clean: u64,
 }
 
-static HIGH: SpinLock<High> = SpinLock::new(High {
-    areas: [Area { start: 0, end: 0, access: Access::None }; MAX_AREAS],
-    len: 0,
-    next: 0,
-    chunk: 0,
-    chunk_end: 0,
-    dirty: 0,
-    clean: 0,
-});
+static HIGH: SpinLock<High> =
+    SpinLock::new(High { areas: RangeMap::new(Access::None), next: 0, chunk: 0, chunk_end: 0, dirty: 0, clean: 0 });
 
 /// True when [start, end) lies in the high window.
 pub fn contains(start: u64, end: u64) -> bool {
@@ -88,7 +75,7 @@ pub fn reserve(len: u64, access: Access) -> Result<u64, Errno> {
                 start
             }
         };
-        high.set(start, start + len, Some(access))?;
+        high.areas.set(start, start + len, Some(access))?;
         Ok(start)
     })
 }
@@ -163,19 +150,19 @@ pub fn apply(request: u64) -> u64 {
         match request.change {
             Change::Replace(access) => {
                 took = high.drop_frames(start, end);
-                if high.set(start, end, Some(access)).is_err() {
+                if high.areas.set(start, end, Some(access)).is_err() {
                     return OUT_OF_MEMORY;
                 }
             }
             Change::Remove => {
                 took = high.drop_frames(start, end);
-                if high.set(start, end, None).is_err() {
+                if high.areas.set(start, end, None).is_err() {
                     return OUT_OF_MEMORY;
                 }
             }
             Change::Discard => took = high.drop_frames(start, end),
             Change::Protect(access) => {
-                if high.set(start, end, Some(access)).is_err() {
+                if high.areas.set(start, end, Some(access)).is_err() {
                     return OUT_OF_MEMORY;
                 }
                 // SAFETY: real CPL0 (we are in the #UD handler), pages of the window.
@@ -243,16 +230,14 @@ pub fn fault(address: u64, write: bool) -> Fault {
         if unsafe { paging::high_frame(page) }.is_some() {
             return Fault::Backed; // another vCPU backed it meanwhile: run the instruction again
         }
-        let Some(area) = high.areas[..high.len].iter().find(|a| a.start <= page && page < a.end).copied() else {
-            return Fault::Denied;
-        };
+        let Some(area) = high.areas.find(page) else { return Fault::Denied };
         // Fault-around: every entry into the kernel is emulated on nested hosts (a few hundred
         // microseconds), so back the following pages of the same area now, in one run: a
         // program touching one page usually touches the next.
         let block_end = ((page | (FAULT_AROUND - 1)) + 1).min(area.end);
         let count = (block_end - page) / PAGE;
         // SAFETY: as above; the frames read as zero.
-        let mapped = unsafe { paging::map_high_run(page, count, area.access, || high.take_frame()) };
+        let mapped = unsafe { paging::map_high_run(page, count, area.value, || high.take_frame()) };
         if mapped > 0 {
             Fault::Backed
         } else {
@@ -277,20 +262,19 @@ const FAULT_AROUND: u64 = 64 << 10;
 
 impl High {
     fn allows(&self, start: u64, end: u64, write: bool) -> bool {
-        let permits = |a: &Area| match a.access {
+        let permits = |a: &Range<Access>| match a.value {
             Access::None => false,
             Access::Read => !write,
             Access::ReadWrite => true,
         };
-        self.covered(start, end)
-            && self.areas[..self.len].iter().filter(|a| a.start < end && start < a.end).all(permits)
+        self.covered(start, end) && self.areas.overlapping(start, end).all(permits)
     }
 
     /// The lowest start of `len` free bytes between the areas handed out so far, a page of gap
     /// kept on each side.
     fn hole(&self, len: u64) -> Option<u64> {
         let mut free_from = HIGH_BASE;
-        for area in &self.areas[..self.len] {
+        for area in self.areas.iter() {
             if area.start >= free_from + len + PAGE {
                 return Some(free_from);
             }
@@ -302,7 +286,7 @@ impl High {
 
     fn covered(&self, start: u64, end: u64) -> bool {
         let mut cursor = start;
-        for area in &self.areas[..self.len] {
+        for area in self.areas.iter() {
             if area.end <= cursor {
                 continue;
             }
@@ -315,46 +299,6 @@ impl High {
             }
         }
         cursor >= end
-    }
-
-    /// Replaces whatever areas [start, end) had by one with `access` (None: no area).
-    fn set(&mut self, start: u64, end: u64, access: Option<Access>) -> Result<(), Errno> {
-        let mut result = [Area { start: 0, end: 0, access: Access::None }; MAX_AREAS];
-        let mut count = 0;
-        let mut push = |area: Area| -> Result<(), Errno> {
-            if area.start < area.end {
-                *result.get_mut(count).ok_or(ENOMEM)? = area;
-                count += 1;
-            }
-            Ok(())
-        };
-        let mut placed = access.is_none();
-        for &area in &self.areas[..self.len] {
-            if area.end <= start {
-                push(area)?;
-                continue;
-            }
-            if !placed && area.start >= end {
-                push(Area { start, end, access: access.unwrap_or(Access::None) })?;
-                placed = true;
-            }
-            if area.start >= end {
-                push(area)?;
-                continue;
-            }
-            push(Area { start: area.start, end: start, access: area.access })?;
-            if !placed {
-                push(Area { start, end, access: access.unwrap_or(Access::None) })?;
-                placed = true;
-            }
-            push(Area { start: end, end: area.end, access: area.access })?;
-        }
-        if !placed {
-            push(Area { start, end, access: access.unwrap_or(Access::None) })?;
-        }
-        self.areas = result;
-        self.len = count;
-        Ok(())
     }
 
     /// Unmaps the backed pages of [start, end), keeping their frames for reuse. True when
@@ -373,13 +317,9 @@ impl High {
 
     /// Gives `page` a zeroed frame with its area's access. False when there is no memory.
     fn back(&mut self, page: u64) -> bool {
-        let Some(access) = self.areas[..self.len].iter().find(|a| a.start <= page && page < a.end).map(|a| a.access)
-        else {
-            return false;
-        };
-        let Some(frame) = self.take_frame() else { return false };
-        // SAFETY: real CPL0; `frame` is ours alone.
-        unsafe { paging::map_high(page, frame, access) }
+        let Some(area) = self.areas.find(page) else { return false };
+        // SAFETY: real CPL0; the frames read as zero and are ours alone.
+        unsafe { paging::map_high_run(page, 1, area.value, || self.take_frame()) == 1 }
     }
 
     /// A frame that reads as zero: a cleaned one, or a fresh one of the current chunk.

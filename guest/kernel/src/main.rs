@@ -32,6 +32,7 @@ mod pipe;
 mod process;
 mod protection;
 mod pvh;
+mod ranges;
 mod sched;
 mod signal;
 mod sync;

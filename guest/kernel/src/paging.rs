@@ -42,6 +42,11 @@ fn bits(access: Access) -> u64 {
     }
 }
 
+/// The top-level table (PML4) of the page tables in use.
+fn root() -> u64 {
+    crate::cpu::read_cr3() & ADDRESS_MASK
+}
+
 /// One entry of the table at physical (= virtual) address `table`.
 fn entry(table: u64, index: u64) -> *mut u64 {
     (table + index * 8) as *mut u64
@@ -50,12 +55,9 @@ fn entry(table: u64, index: u64) -> *mut u64 {
 /// The page-directory entry that maps `address` (the VMM maps all RAM through 4-level tables
 /// with a directory per GiB).
 fn directory_entry(address: u64) -> *mut u64 {
-    let cr3: u64;
-    // SAFETY: reading CR3 at real CPL0 (callers' contract).
-    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack)) };
     // SAFETY: the tables are identity-mapped; the VMM made every level present for all RAM.
     unsafe {
-        let pdpt = *entry(cr3 & ADDRESS_MASK, address >> 39 & 511) & ADDRESS_MASK;
+        let pdpt = *entry(root(), address >> 39 & 511) & ADDRESS_MASK;
         let pd = *entry(pdpt, address >> 30 & 511) & ADDRESS_MASK;
         entry(pd, address >> 21 & 511)
     }
@@ -168,10 +170,7 @@ fn take_table() -> Option<u64> {
 /// # Safety
 /// Real CPL0; `address` is in the high area, whose tables only this code writes.
 unsafe fn high_entry(address: u64, create: bool) -> Option<*mut u64> {
-    let cr3: u64;
-    // SAFETY: reading CR3 at real CPL0.
-    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack)) };
-    let mut table = cr3 & ADDRESS_MASK;
+    let mut table = root();
     for shift in [39u64, 30, 21] {
         let slot = entry(table, address >> shift & 511);
         // SAFETY: identity-mapped page tables.
@@ -186,20 +185,6 @@ unsafe fn high_entry(address: u64, create: bool) -> Option<*mut u64> {
         }
     }
     Some(entry(table, address >> 12 & 511))
-}
-
-/// Maps the page at `address` (high area) to physical `frame` with `access`. False when no
-/// page table was left for it.
-///
-/// # Safety
-/// Real CPL0; `frame` is a free page of guest RAM.
-pub unsafe fn map_high(address: u64, frame: u64, access: Access) -> bool {
-    // SAFETY: callers' contract.
-    let Some(pte) = (unsafe { high_entry(address, true) }) else { return false };
-    // SAFETY: the entry just found. It was not present, and x86 caches no translation of a
-    // page that is not present: nothing to invalidate.
-    unsafe { *pte = frame | USER | bits(access) };
-    true
 }
 
 /// The frame mapped at `address` (high area), if any.
@@ -221,12 +206,10 @@ pub unsafe fn high_frame(address: u64) -> Option<u64> {
 /// # Safety
 /// Real CPL0; [start, end) in the high area.
 pub unsafe fn for_each_high_page(start: u64, end: u64, mut visit: impl FnMut(u64, *mut u64)) {
-    let cr3: u64;
-    // SAFETY: reading CR3 at real CPL0.
-    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack)) };
+    let root = root();
     let mut address = start;
     'walk: while address < end {
-        let mut table = cr3 & ADDRESS_MASK;
+        let mut table = root;
         for shift in [39u64, 30, 21] {
             let span = 1u64 << shift;
             // SAFETY: identity-mapped page tables.

@@ -12,6 +12,7 @@
 use crate::console;
 use crate::errno::{Errno, ENOMEM};
 use crate::fault::privileged;
+use crate::ranges::RangeMap;
 use crate::sync::SpinLock;
 
 /// What the program may do with a range.
@@ -71,40 +72,29 @@ pub fn apply(request: u64) -> u64 {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Range {
-    start: u64,
-    end: u64,
-    access: Access,
-}
-
-/// Ranges that are not read-write; more than this many apart and mprotect answers -ENOMEM (as
-/// Linux does past its own map count).
+/// Ranges that are not read-write (read-write is the absence of a range); more than this many
+/// apart and mprotect answers -ENOMEM (as Linux does past its own map count).
 const MAX_RANGES: usize = 128;
 
-struct Ranges {
-    list: [Range; MAX_RANGES],
-    len: usize,
-}
+type Ranges = RangeMap<Access, MAX_RANGES>;
 
-static RANGES: SpinLock<Ranges> =
-    SpinLock::new(Ranges { list: [Range { start: 0, end: 0, access: Access::None }; MAX_RANGES], len: 0 });
+static RANGES: SpinLock<Ranges> = SpinLock::new(RangeMap::new(Access::None));
+
+/// The map's value for `access`: read-write is no range at all.
+fn entry(access: Access) -> Option<Access> {
+    (access != Access::ReadWrite).then_some(access)
+}
 
 /// Records a range the VMM already made `access` (the stack guard, at boot).
 pub fn init_range(start: u64, end: u64, access: Access) {
     RANGES.with(|ranges| {
-        let _ = ranges.set(start, end, access);
+        let _ = ranges.set(start, end, entry(access));
     });
 }
 
 /// True when the program may read (or, with `write`, write) all of [start, end).
 pub fn allows(start: u64, end: u64, write: bool) -> bool {
-    RANGES.with(|ranges| {
-        ranges.list[..ranges.len].iter().all(|r| {
-            let overlaps = r.start < end && start < r.end;
-            !overlaps || (r.access == Access::Read && !write)
-        })
-    })
+    RANGES.with(|ranges| ranges.overlapping(start, end).all(|r| r.value == Access::Read && !write))
 }
 
 /// Pages [start, end) (page-aligned, inside the program's memory: callers check) become
@@ -115,9 +105,9 @@ pub fn set(start: u64, end: u64, access: Access) -> Result<(), Errno> {
         return Ok(());
     }
     RANGES.with(|ranges| {
-        let saved = (ranges.list, ranges.len);
-        let strongest_before = ranges.strongest(start, end);
-        ranges.set(start, end, access)?;
+        let saved = *ranges;
+        let strongest_before = strongest(ranges, start, end);
+        ranges.set(start, end, entry(access))?;
         if !console::hypercalls() {
             return Ok(());
         }
@@ -125,7 +115,7 @@ pub fn set(start: u64, end: u64, access: Access) -> Result<(), Errno> {
         let answer = crate::cpu::privileged(privileged::PROTECT, &request as *const Request as u64);
         if answer == OUT_OF_TABLES {
             // paging.rs checks the pool before it changes anything: nothing did.
-            (ranges.list, ranges.len) = saved;
+            *ranges = saved;
             return Err(ENOMEM);
         }
         // Access taken away from a page another vCPU may have cached: make them all forget.
@@ -136,70 +126,11 @@ pub fn set(start: u64, end: u64, access: Access) -> Result<(), Errno> {
     })
 }
 
-impl Ranges {
-    /// The most access any page of [start, end) has now.
-    fn strongest(&self, start: u64, end: u64) -> Access {
-        let covered: u64 = self.list[..self.len]
-            .iter()
-            .filter(|r| r.start < end && start < r.end)
-            .map(|r| r.end.min(end) - r.start.max(start))
-            .sum();
-        if covered < end - start {
-            return Access::ReadWrite;
-        }
-        self.list[..self.len]
-            .iter()
-            .filter(|r| r.start < end && start < r.end)
-            .map(|r| r.access)
-            .max_by_key(|a| a.rank())
-            .unwrap_or(Access::ReadWrite)
+/// The most access any page of [start, end) has now.
+fn strongest(ranges: &Ranges, start: u64, end: u64) -> Access {
+    let covered: u64 = ranges.overlapping(start, end).map(|r| r.end.min(end) - r.start.max(start)).sum();
+    if covered < end - start {
+        return Access::ReadWrite;
     }
-
-    /// Replaces whatever [start, end) was by `access`, merging neighbours that match.
-    fn set(&mut self, start: u64, end: u64, access: Access) -> Result<(), Errno> {
-        let mut result = [Range { start: 0, end: 0, access: Access::None }; MAX_RANGES];
-        let mut count = 0;
-        let mut push = |range: Range| -> Result<(), Errno> {
-            if range.start >= range.end {
-                return Ok(());
-            }
-            if count > 0 {
-                let last: &mut Range = &mut result[count - 1];
-                if last.end == range.start && last.access == range.access {
-                    last.end = range.end;
-                    return Ok(());
-                }
-            }
-            *result.get_mut(count).ok_or(ENOMEM)? = range;
-            count += 1;
-            Ok(())
-        };
-        let new = Range { start, end, access };
-        let mut placed = access == Access::ReadWrite; // read-write is the absence of a range
-        for &r in &self.list[..self.len] {
-            if r.end <= start {
-                push(r)?;
-            } else if r.start >= end {
-                if !placed {
-                    push(new)?;
-                    placed = true;
-                }
-                push(r)?;
-            } else {
-                // Overlaps: keep the parts outside [start, end).
-                push(Range { start: r.start, end: start, access: r.access })?;
-                if !placed {
-                    push(new)?;
-                    placed = true;
-                }
-                push(Range { start: end, end: r.end, access: r.access })?;
-            }
-        }
-        if !placed {
-            push(new)?;
-        }
-        self.list = result;
-        self.len = count;
-        Ok(())
-    }
+    ranges.overlapping(start, end).map(|r| r.value).max_by_key(|a| a.rank()).unwrap_or(Access::ReadWrite)
 }
