@@ -77,8 +77,7 @@ pub fn chart(model: &ReportModel) -> Option<Chart> {
     Some(Chart::Lines(LineChart {
         title: "CPU scaling: throughput by threads".into(),
         subtitle: format!(
-            "`cpu N T`: T threads, each hashing N rounds · medians ÷ the process's 1-thread median, whiskers: \
-             quartiles · the container gets --cpus T, the VM T vCPUs{on}"
+            "cpu N T: T threads × N rounds · medians ÷ process 1-thread median · whiskers: quartiles{on}"
         ),
         count_label: "threads T (log scale)".into(),
         value_label: "throughput ÷ process with 1 thread".into(),
