@@ -55,7 +55,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// process, container or vm.
+    /// process, container or vm; or a peer measured as one whole command: runc, crun, unshare, qemu.
     #[arg(long, default_value = "container")]
     pub runtime: RuntimeKind,
     /// vm: the guest kernel, `builtin` or the path of a Linux kernel image.
@@ -268,6 +268,10 @@ pub struct CompareArgs {
     /// Skip the short density look (8 idle containers and 8 idle micro-VMs at once).
     #[arg(long)]
     pub no_density: bool,
+    /// Add the peer view: runc, crun, unshare and QEMU (those on PATH) beside cvm's runtimes,
+    /// each run of each measured as one whole command (`--runtimes` may name peers too).
+    #[arg(long)]
+    pub peers: bool,
 }
 
 #[derive(Args, Debug)]
@@ -294,7 +298,8 @@ pub struct DensityArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Comma-separated runtimes (default: all three).
+    /// Comma-separated runtimes (default: cvm's three). Naming a peer (runc, crun, unshare,
+    /// qemu) measures every cell as one whole command, as hyperfine would.
     #[arg(long, value_delimiter = ',')]
     pub runtimes: Option<Vec<RuntimeKind>>,
     /// Comma-separated workloads, each NAME or NAME:ARG (for example hello,cpu:100000,mem:16;

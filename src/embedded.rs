@@ -31,13 +31,22 @@ pub fn cache_dir() -> PathBuf {
 
 /// The embedded workload as an executable file in the cache, written once per content hash.
 pub fn workload_path() -> Result<PathBuf> {
+    cached_file("cvm-workload", WORKLOAD_HASH, WORKLOAD_ELF)
+}
+
+/// The builtin guest kernel as a file in the cache (what QEMU boots in the peer view).
+pub fn guest_kernel_path() -> Result<PathBuf> {
+    cached_file("cvm-guest-kernel", GUEST_KERNEL_HASH, GUEST_KERNEL_ELF)
+}
+
+fn cached_file(name: &str, hash: &str, bytes: &[u8]) -> Result<PathBuf> {
     let dir = cache_dir().join("bin");
-    let path = dir.join(format!("cvm-workload-{}", WORKLOAD_HASH.trim()));
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() == WORKLOAD_ELF.len() as u64) {
+    let path = dir.join(format!("{name}-{}", hash.trim()));
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
         return Ok(path);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating the cache directory {}", dir.display()))?;
-    write_executable_atomically(&path, WORKLOAD_ELF)?;
+    write_executable_atomically(&path, bytes)?;
     Ok(path)
 }
 

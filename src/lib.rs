@@ -21,6 +21,7 @@ pub mod interrupt;
 pub mod labs;
 pub mod output;
 pub mod own_usage;
+pub mod peers;
 pub mod plot;
 pub mod program;
 pub mod program_check;

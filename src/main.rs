@@ -7,6 +7,7 @@ use clap::Parser;
 use cvm::{cli, commands, interrupt};
 
 fn main() -> ExitCode {
+    cvm::runtime::note_process_start();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {

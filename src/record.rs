@@ -17,16 +17,45 @@ pub enum RuntimeKind {
     Process,
     Container,
     Vm,
+    /// Peer: `runc run` of an OCI bundle made from the same image.
+    Runc,
+    /// Peer: `crun run` of the same bundle.
+    Crun,
+    /// Peer: `unshare(1)` with the container's namespaces and nothing else (the floor).
+    Unshare,
+    /// Peer: QEMU (microvm, KVM) booting cvm's builtin guest kernel with the same program.
+    Qemu,
 }
 
 impl RuntimeKind {
+    /// cvm's own three runtimes.
     pub const ALL: [RuntimeKind; 3] = [RuntimeKind::Process, RuntimeKind::Container, RuntimeKind::Vm];
+    /// The industry's tools cvm measures beside its own runtimes (found on PATH).
+    pub const PEERS: [RuntimeKind; 4] = [RuntimeKind::Runc, RuntimeKind::Crun, RuntimeKind::Unshare, RuntimeKind::Qemu];
 
     pub fn name(self) -> &'static str {
         match self {
             RuntimeKind::Process => "process",
             RuntimeKind::Container => "container",
             RuntimeKind::Vm => "vm",
+            RuntimeKind::Runc => "runc",
+            RuntimeKind::Crun => "crun",
+            RuntimeKind::Unshare => "unshare",
+            RuntimeKind::Qemu => "qemu",
+        }
+    }
+
+    /// True for another project's tool, false for cvm's own runtimes.
+    pub fn is_peer(self) -> bool {
+        Self::PEERS.contains(&self)
+    }
+
+    /// What kind of isolation it is: a peer is a process, a container or a VM too.
+    pub fn family(self) -> RuntimeKind {
+        match self {
+            RuntimeKind::Runc | RuntimeKind::Crun | RuntimeKind::Unshare => RuntimeKind::Container,
+            RuntimeKind::Qemu => RuntimeKind::Vm,
+            own => own,
         }
     }
 }
@@ -40,12 +69,11 @@ impl fmt::Display for RuntimeKind {
 impl std::str::FromStr for RuntimeKind {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "process" => Ok(RuntimeKind::Process),
-            "container" => Ok(RuntimeKind::Container),
-            "vm" => Ok(RuntimeKind::Vm),
-            other => Err(format!("unknown runtime '{other}' (expected process, container or vm)")),
-        }
+        RuntimeKind::ALL.into_iter().chain(RuntimeKind::PEERS).find(|kind| kind.name() == text).ok_or_else(|| {
+            format!(
+                "unknown runtime '{text}' (expected process, container or vm, or a peer: runc, crun, unshare, qemu)"
+            )
+        })
     }
 }
 
@@ -267,6 +295,27 @@ pub struct RunRecord {
     /// Caveats about how this record was measured (for example "no cgroup: rusage only").
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The peer view: the run measured from outside as one whole command (as hyperfine does),
+    /// the same way for cvm's runtimes and the peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<WholeCommand>,
+}
+
+/// A run measured as a whole command the harness spawned and reaped.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct WholeCommand {
+    /// What was run, program path first.
+    pub argv: Vec<String>,
+    /// From just before the spawn to the command's exit, as the user waits for it.
+    pub wall_ns: u64,
+    /// The peak RSS of the command's own process after exec, from the kernel's taskstats exit
+    /// record (root only): for a VMM, guest RAM it touched included; for runc or cvm's
+    /// container, the tool's process, not the container's program.
+    pub peak_rss_bytes: Option<u64>,
+    /// CPU time of the command and the children it waited for.
+    pub user_ns: u64,
+    pub system_ns: u64,
 }
 
 impl RunRecord {
@@ -295,6 +344,7 @@ impl RunRecord {
             stderr_base64: None,
             output: OutputSizes::default(),
             notes: Vec::new(),
+            command: None,
         }
     }
 

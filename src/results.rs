@@ -92,6 +92,9 @@ pub struct CellResult {
     /// Computed from `records` when the file was written.
     #[serde(default)]
     pub summary: CellSummary,
+    /// The peer view: every run measured from outside as one whole command (`record.command`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whole_command: bool,
 }
 
 impl CellResult {
@@ -108,6 +111,7 @@ impl CellResult {
             warmup_failures: Vec::new(),
             records: Vec::new(),
             summary: CellSummary::default(),
+            whole_command: false,
         }
     }
 

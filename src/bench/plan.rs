@@ -50,6 +50,9 @@ pub struct CellPlan {
     pub workload: WorkloadChoice,
     pub runs: usize,
     pub warmup: usize,
+    /// Measure every run from outside as one whole command (the peer view); always true for
+    /// a peer, and for cvm's own runtimes beside peers.
+    pub whole_command: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -66,12 +69,20 @@ impl BenchPlan {
         BenchPlan { cells, kernel: KernelChoice::Builtin, timeout: Duration::from_secs(30) }
     }
 
-    /// Every runtime × every workload, with the same repetitions everywhere.
+    /// Every runtime × every workload, with the same repetitions everywhere. With a peer among
+    /// the runtimes every cell is measured as a whole command, so all are measured alike.
     pub fn matrix(runtimes: &[RuntimeKind], workloads: &[WorkloadChoice], runs: usize, warmup: usize) -> BenchPlan {
+        let whole_command = runtimes.iter().any(|r| r.is_peer());
         let cells = workloads
             .iter()
             .flat_map(|workload| {
-                runtimes.iter().map(move |&runtime| CellPlan { runtime, workload: workload.clone(), runs, warmup })
+                runtimes.iter().map(move |&runtime| CellPlan {
+                    runtime,
+                    workload: workload.clone(),
+                    runs,
+                    warmup,
+                    whole_command,
+                })
             })
             .collect();
         BenchPlan::from_cells(cells)
@@ -83,8 +94,9 @@ impl BenchPlan {
     }
 }
 
-/// Runtimes in the canonical order (process first: it is the baseline), without duplicates.
+/// Runtimes in the canonical order (process first: it is the baseline; the peers after cvm's
+/// own), without duplicates.
 pub fn ordered_runtimes(chosen: Option<&[RuntimeKind]>) -> Vec<RuntimeKind> {
     let chosen = chosen.unwrap_or(&RuntimeKind::ALL);
-    RuntimeKind::ALL.into_iter().filter(|kind| chosen.contains(kind)).collect()
+    RuntimeKind::ALL.into_iter().chain(RuntimeKind::PEERS).filter(|kind| chosen.contains(kind)).collect()
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::plan::{BenchPlan, CellPlan};
 use super::progress::Progress;
@@ -130,6 +130,7 @@ fn activate<'a>(
 ) -> ActiveCell<'a> {
     let kernel = kernel_label(cell_plan.runtime, &plan.kernel);
     let mut result = CellResult::new(cell_plan.runtime, &cell_plan.workload.name, &cell_plan.workload.args, &kernel);
+    result.whole_command = cell_plan.whole_command || cell_plan.runtime.is_peer();
     result.warmup_runs = cell_plan.warmup;
     result.requested_runs = cell_plan.runs;
     let all_runs = (cell_plan.runs + cell_plan.warmup) as u64;
@@ -138,8 +139,8 @@ fn activate<'a>(
             result.unavailable = Some(reason.clone());
             None
         }
-        Ok(()) => match build_spec(cell_plan, plan) {
-            Ok(spec) => Some((runtime::runtime(cell_plan.runtime), spec)),
+        Ok(()) => match build_spec(cell_plan, plan).and_then(|spec| Ok((runtime_of(cell_plan)?, spec))) {
+            Ok(runner) => Some(runner),
             Err(error) => {
                 result.errors.push(format!("{error:#}"));
                 None
@@ -150,6 +151,15 @@ fn activate<'a>(
         progress.advance(all_runs);
     }
     ActiveCell { plan: cell_plan, result, runner }
+}
+
+/// What runs a cell: the runtime itself, or, in the peer view, `cvm run` as a whole command.
+fn runtime_of(cell_plan: &CellPlan) -> Result<Box<dyn Runtime>> {
+    if cell_plan.whole_command && !cell_plan.runtime.is_peer() {
+        let exe = std::env::current_exe().context("finding cvm's own executable")?;
+        return Ok(Box::new(crate::peers::own::WholeCommandRuntime::new(cell_plan.runtime, exe)));
+    }
+    Ok(runtime::runtime(cell_plan.runtime))
 }
 
 /// `check_available` of every runtime in the plan, once.
@@ -165,7 +175,7 @@ fn check_runtimes(plan: &BenchPlan) -> BTreeMap<RuntimeKind, std::result::Result
 
 fn kernel_label(kind: RuntimeKind, kernel: &KernelChoice) -> String {
     match kind {
-        RuntimeKind::Vm => kernel.label(),
+        RuntimeKind::Vm | RuntimeKind::Qemu => kernel.label(),
         _ => "host".into(),
     }
 }
@@ -181,7 +191,7 @@ fn build_spec(cell_plan: &CellPlan, plan: &BenchPlan) -> Result<RunSpec> {
         match cell_plan.runtime {
             RuntimeKind::Container => spec.cpus = Some(threads as f64),
             RuntimeKind::Vm => spec.cpus = Some(threads.clamp(1, cvm_guest_abi::MAX_CPUS as u64) as f64),
-            RuntimeKind::Process => {}
+            _ => {}
         }
     }
     Ok(spec)

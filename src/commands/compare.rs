@@ -10,6 +10,7 @@ use crate::bench::plan::ordered_runtimes;
 use crate::bench::{BenchPlan, CellPlan, WorkloadChoice};
 use crate::cli::CompareArgs;
 use crate::output::{self, compare_summary};
+use crate::record::RuntimeKind;
 use crate::report::{self, model::ReportModel};
 use crate::results::utc_stamp;
 use crate::runtime::KernelChoice;
@@ -35,7 +36,12 @@ pub fn compare(args: CompareArgs) -> Result<i32> {
     if let Some(warmup) = args.warmup {
         check_count("--warmup", warmup as u64, 0, MAX_WARMUP)?;
     }
-    let runtimes = ordered_runtimes(args.runtimes.as_deref());
+    let chosen = ordered_runtimes(args.runtimes.as_deref());
+    let runtimes: Vec<_> = chosen.iter().copied().filter(|r| !r.is_peer()).collect();
+    let mut peers: Vec<_> = chosen.iter().copied().filter(|r| r.is_peer()).collect();
+    if args.peers {
+        peers = RuntimeKind::PEERS.to_vec();
+    }
     let workloads: Vec<(WorkloadChoice, usize, usize)> = match &args.workload {
         Some(text) => {
             let choice = WorkloadChoice::parse(text)?;
@@ -64,9 +70,11 @@ pub fn compare(args: CompareArgs) -> Result<i32> {
                 workload: workload.clone(),
                 runs: args.runs.unwrap_or(*runs),
                 warmup: args.warmup.unwrap_or(*warmup),
+                whole_command: false,
             })
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let cells = cells.into_iter().chain(peer_cells(&runtimes, &peers, &args)).collect();
     let mut plan = BenchPlan::from_cells(cells);
     plan.kernel = KernelChoice::from_arg(&args.kernel);
 
@@ -87,10 +95,32 @@ pub fn compare(args: CompareArgs) -> Result<i32> {
     Ok(exit_status(&results, interrupted))
 }
 
+/// The peer view: hello on cvm's runtimes and the peers, every run one whole command.
+fn peer_cells(runtimes: &[RuntimeKind], peers: &[RuntimeKind], args: &CompareArgs) -> Vec<CellPlan> {
+    if peers.is_empty() {
+        return Vec::new();
+    }
+    let workload = WorkloadChoice::new("hello", &[]);
+    runtimes
+        .iter()
+        .chain(peers)
+        .map(|&runtime| CellPlan {
+            runtime,
+            workload: workload.clone(),
+            runs: args.runs.unwrap_or(PEER_RUNS),
+            warmup: args.warmup.unwrap_or(PEER_WARMUP),
+            whole_command: true,
+        })
+        .collect()
+}
+
+/// Runs of the peer view per runtime: QEMU takes about 0.1 s each.
+const PEER_RUNS: usize = 20;
+const PEER_WARMUP: usize = 2;
+
 /// The short density look: 8 idle containers and 8 idle micro-VMs at once (the runtimes of
 /// this comparison that are among them), a few seconds.
-fn density_look(runtimes: &[crate::record::RuntimeKind]) -> Option<crate::density::DensityResults> {
-    use crate::record::RuntimeKind;
+fn density_look(runtimes: &[RuntimeKind]) -> Option<crate::density::DensityResults> {
     let chosen: Vec<RuntimeKind> =
         runtimes.iter().copied().filter(|r| matches!(r, RuntimeKind::Container | RuntimeKind::Vm)).collect();
     if chosen.is_empty() {

@@ -47,6 +47,7 @@ pub fn start(args: StartArgs) -> Result<i32> {
     let image = container.image(&store)?;
     let program = ImageProgram::prepare_image(&store, &image, &container.state.args)?;
     let mut spec = RunSpec::new(Program::Image(program), container.state.args.clone());
+    spec.started = crate::runtime::process_start();
     let options = &container.state.options;
     spec.memory_bytes = options.memory_bytes;
     spec.cpus = options.cpus;

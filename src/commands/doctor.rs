@@ -62,6 +62,27 @@ pub struct Diagnosis {
     /// Per runtime: can it run here?
     pub runtimes: std::collections::BTreeMap<&'static str, bool>,
     pub checks: Vec<Check>,
+    /// The industry's tools cvm can measure beside its own (`--runtimes`, `compare --peers`):
+    /// found on PATH with their version, or why not. They never make the diagnosis fail.
+    pub peers: Vec<Peer>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Peer {
+    pub name: &'static str,
+    pub found: bool,
+    /// Its path and version line, or why it is missing.
+    pub detail: String,
+}
+
+fn peers() -> Vec<Peer> {
+    crate::record::RuntimeKind::PEERS
+        .into_iter()
+        .map(|kind| match crate::peers::describe(kind) {
+            Ok(detail) => Peer { name: kind.name(), found: true, detail },
+            Err(why) => Peer { name: kind.name(), found: false, detail: why },
+        })
+        .collect()
 }
 
 pub fn doctor(args: DoctorArgs) -> Result<i32> {
@@ -94,7 +115,7 @@ pub fn diagnose() -> Diagnosis {
         runtimes.insert(runtime, !blocked);
     }
     let ok = runtimes.values().all(|&can| can);
-    Diagnosis { ok, runtimes, checks }
+    Diagnosis { ok, runtimes, checks, peers: peers() }
 }
 
 fn platform() -> Check {
@@ -342,6 +363,16 @@ fn table(diagnosis: &Diagnosis) -> String {
         .map(|(name, &can)| format!("{name} {}", if can { "ready" } else { "NOT READY" }))
         .collect();
     let _ = writeln!(out, "\nruntimes: {}", runtimes.join(", "));
+    let _ =
+        writeln!(out, "\npeers (measured beside cvm with `cvm compare --peers`; a run checks that each works here):");
+    for peer in &diagnosis.peers {
+        let _ = writeln!(
+            out,
+            "  {:<8} {}",
+            peer.name,
+            if peer.found { peer.detail.clone() } else { format!("missing: {}", peer.detail) }
+        );
+    }
     if !diagnosis.ok {
         out.push_str("Fix the FAIL lines above, then run `cvm doctor` again.\n");
     }

@@ -114,6 +114,7 @@ pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
         }
     };
     let mut spec = RunSpec::new(program, user_args);
+    spec.started = runtime::process_start();
     spec.memory_bytes = limits.memory_bytes;
     spec.cpus = limits.cpus;
     spec.pids = limits.pids;

@@ -15,9 +15,9 @@ const DESCRIPTORS_PER_INSTANCE: u64 = 3;
 
 /// A guess of one instance's memory before anything was measured, on the safe side.
 fn first_guess(runtime: RuntimeKind) -> f64 {
-    match runtime {
+    match runtime.family() {
         RuntimeKind::Vm => 4.0 * 1048576.0,
-        RuntimeKind::Container | RuntimeKind::Process => 2.0 * 1048576.0,
+        _ => 2.0 * 1048576.0,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `cvm image bundle NAME DIR`: an OCI runtime bundle, what runc, crun and youki run: DIR/rootfs
 //! (the image's layers applied in order into one folder) and DIR/config.json (the runtime
 //! spec: the program, its environment, namespaces, mounts, capabilities and limits, set as
-//! `runc spec` and cvm's own container set them).
+//! `runc spec` and cvm's own container set them). The peers runc and crun run bundles written
+//! with the same config (`src/peers/bundle.rs`).
 
 use std::path::Path;
 
@@ -62,10 +63,35 @@ pub fn bundle(store: &Store, reference: &Reference, dir: &Path, args: &[String])
     result.map(|()| image)
 }
 
-/// config.json of the OCI runtime spec, version 1.0.2.
+/// config.json of the OCI runtime spec for `image` with its root file system in `rootfs`.
 fn runtime_spec(image: &Image, argv: &[String]) -> serde_json::Value {
     let env = image.config.config.env.clone().unwrap_or_else(|| vec![super::build::DEFAULT_PATH.to_string()]);
     let cwd = image.config.config.working_dir.clone().filter(|d| d.starts_with('/')).unwrap_or_else(|| "/".into());
+    let root = BundleRoot { path: "rootfs".into(), readonly: false, hostname: "cvm-bundle".into() };
+    let annotations = json!({
+        "org.opencontainers.image.ref.name": image.reference.to_string(),
+        "org.opencontainers.image.manifest.digest": image.digest().to_string(),
+    });
+    runtime_config(argv, &env, &cwd, &root, annotations)
+}
+
+/// Where a bundle's root file system is and how it is mounted.
+pub struct BundleRoot {
+    /// Relative to the bundle, or absolute.
+    pub path: String,
+    pub readonly: bool,
+    pub hostname: String,
+}
+
+/// config.json of the OCI runtime spec, version 1.0.2: the program, its environment,
+/// namespaces, mounts, capabilities and limits, as `runc spec` and cvm's own container set them.
+pub fn runtime_config(
+    argv: &[String],
+    env: &[String],
+    cwd: &str,
+    bundle_root: &BundleRoot,
+    annotations: serde_json::Value,
+) -> serde_json::Value {
     // SAFETY: geteuid/getuid/getgid have no preconditions.
     let (root, uid, gid) = unsafe { (libc::geteuid() == 0, libc::getuid(), libc::getgid()) };
     let mut namespaces = vec![
@@ -104,8 +130,8 @@ fn runtime_spec(image: &Image, argv: &[String]) -> serde_json::Value {
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": true
         },
-        "root": {"path": "rootfs", "readonly": false},
-        "hostname": "cvm-bundle",
+        "root": {"path": bundle_root.path, "readonly": bundle_root.readonly},
+        "hostname": bundle_root.hostname,
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -119,9 +145,6 @@ fn runtime_spec(image: &Image, argv: &[String]) -> serde_json::Value {
              "options": if root { json!(["nosuid", "noexec", "nodev", "ro"]) } else { json!(["rbind", "nosuid", "noexec", "nodev", "ro"]) }}
         ],
         "linux": linux,
-        "annotations": {
-            "org.opencontainers.image.ref.name": image.reference.to_string(),
-            "org.opencontainers.image.manifest.digest": image.digest().to_string(),
-        }
+        "annotations": annotations
     })
 }

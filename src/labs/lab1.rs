@@ -23,10 +23,10 @@ pub static LAB: Lab = Lab {
 };
 
 fn probe(context: &mut Context, runtime: RuntimeKind) -> Result<(String, String)> {
-    let key = match runtime {
+    let key = match runtime.family() {
         RuntimeKind::Container => "lab1-container-probe",
         RuntimeKind::Vm => "lab1-vm-probe",
-        RuntimeKind::Process => "lab1-process-probe",
+        _ => "lab1-process-probe",
     };
     context.once(key, |context| {
         let record = Setup::new(runtime, "probe", &[]).run_ok()?;

@@ -23,10 +23,10 @@ pub static LAB: Lab = Lab {
 };
 
 fn probe(context: &mut Context, runtime: RuntimeKind) -> Result<Value> {
-    let key = match runtime {
-        RuntimeKind::Process => "lab5-process",
+    let key = match runtime.family() {
         RuntimeKind::Container => "lab5-container",
         RuntimeKind::Vm => "lab5-vm",
+        _ => "lab5-process",
     };
     context.once(key, |context| {
         let record = Setup::new(runtime, "probe", &[]).run_ok()?;

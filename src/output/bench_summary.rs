@@ -24,6 +24,7 @@ pub fn render(model: &ReportModel) -> String {
             let _ = writeln!(out, "{reading}\n");
         }
     }
+    out.push_str(&super::peer_view(model));
     out
 }
 

@@ -30,6 +30,7 @@ pub fn render(model: &ReportModel) -> String {
             let _ = writeln!(out, "{reading}\n");
         }
     }
+    out.push_str(&super::peer_view(model));
     if let Some(table) = tables::isolation_table(model) {
         let _ = writeln!(out, "Isolation — what the probe program saw:\n");
         let _ = writeln!(out, "{}\n", text_table::render(&table, "  "));

@@ -5,6 +5,19 @@ pub mod bench_summary;
 pub mod compare_summary;
 pub mod text_table;
 
+/// The peer view for the terminal: its reading and table, or nothing without peer cells.
+pub fn peer_view(model: &crate::report::model::ReportModel) -> String {
+    use std::fmt::Write;
+    let Some(table) = crate::report::peers::table(model) else { return String::new() };
+    let mut out = String::from("Where the industry's tools stand — each run one whole command, spawn to exit:\n\n");
+    let _ = writeln!(out, "{}\n", text_table::render(&table, "  "));
+    for sentence in crate::report::peers::reading(model) {
+        let _ = writeln!(out, "  • {}", text_table::plain(&sentence));
+    }
+    out.push('\n');
+    out
+}
+
 /// Writes to stdout; a closed pipe (`cvm compare | head`) ends the output quietly instead of
 /// panicking like `print!` does.
 pub fn emit(text: &str) {

@@ -16,13 +16,14 @@ pub const MUTED: RGBColor = RGBColor(0x66, 0x66, 0x66);
 pub const GRID: RGBColor = RGBColor(0xdd, 0xdd, 0xdd);
 
 /// Series colours, in order.
-pub const PALETTE: [RGBColor; 6] = [
+pub const PALETTE: [RGBColor; 7] = [
     RGBColor(0x1f, 0x77, 0xb4), // blue
     RGBColor(0xff, 0x7f, 0x0e), // orange
     RGBColor(0x2c, 0xa0, 0x2c), // green
     RGBColor(0x94, 0x67, 0xbd), // purple
     RGBColor(0x8c, 0x56, 0x4b), // brown
     RGBColor(0xd6, 0x27, 0x28), // red
+    RGBColor(0x7f, 0x7f, 0x7f), // grey
 ];
 
 /// A palette colour, made lighter for the n-th machine so machines stay apart side by side.

@@ -44,6 +44,10 @@ pub(crate) fn color_of(runtime: RuntimeKind) -> usize {
         RuntimeKind::Process => 0,
         RuntimeKind::Container => 1,
         RuntimeKind::Vm => 2,
+        RuntimeKind::Runc => 3,
+        RuntimeKind::Crun => 4,
+        RuntimeKind::Unshare => 6,
+        RuntimeKind::Qemu => 5,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod charts;
 pub mod density;
 pub mod document;
 pub mod model;
+pub mod peers;
 pub mod reading;
 pub mod scaling;
 pub mod tables;
@@ -50,6 +51,9 @@ pub fn write_report(dir: &Path, files: &[ResultsFile]) -> Result<ReportFiles> {
     let named: Vec<(String, crate::plot::Chart)> =
         charts::build_all(&model).into_iter().map(|named| (named.stem.to_string(), named.chart)).collect();
     let rendered = render_charts(&chart_dir, named, &mut chart_files)?;
+    let peer_named: Vec<(String, crate::plot::Chart)> =
+        peers::chart(&model).into_iter().map(|chart| ("peers".to_string(), chart)).collect();
+    let peer_chart = render_charts(&chart_dir, peer_named, &mut chart_files)?.into_iter().next();
     // The density look `cvm compare` took, machine by machine.
     let mut density_blocks = Vec::new();
     for (index, file) in files.iter().enumerate() {
@@ -65,6 +69,11 @@ pub fn write_report(dir: &Path, files: &[ResultsFile]) -> Result<ReportFiles> {
     }
 
     let mut blocks = document_blocks(&model, rendered);
+    let peer_blocks = peers::blocks(&model, peer_chart);
+    if !peer_blocks.is_empty() {
+        let at = blocks.iter().position(|b| matches!(b, Block::Heading(2, t) if t == "Memory")).unwrap_or(blocks.len());
+        blocks.splice(at..at, peer_blocks);
+    }
     if !density_blocks.is_empty() {
         // Before the environment and method sections at the end.
         let at =

@@ -20,6 +20,9 @@ pub struct MachineView {
     /// The environment of every results file that came from this machine.
     pub environments: Vec<Environment>,
     pub cells: Vec<CellView>,
+    /// The peer view's cells (every run a whole command), kept apart: a whole command and
+    /// cvm's inside phases are two measures and never share a table.
+    pub peer_cells: Vec<CellView>,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +98,7 @@ impl ReportModel {
                         label: file.environment.machine_label(),
                         environments: Vec::new(),
                         cells: Vec::new(),
+                        peer_cells: Vec::new(),
                     });
                     machines.len() - 1
                 }
@@ -103,16 +107,16 @@ impl ReportModel {
             machine.environments.push(file.environment.clone());
             for cell in &file.cells {
                 let label = cell.workload_label();
-                if !workloads.contains(&label) {
+                let cells = if cell.whole_command { &mut machine.peer_cells } else { &mut machine.cells };
+                if !cell.whole_command && !workloads.contains(&label) {
                     workloads.push(label.clone());
                 }
-                let same = machine
-                    .cells
+                let same = cells
                     .iter_mut()
                     .find(|c| c.runtime == cell.runtime && c.workload_label == label && c.kernel == cell.kernel);
                 match same {
                     Some(existing) => existing.absorb(cell),
-                    None => machine.cells.push(CellView::from_result(cell)),
+                    None => cells.push(CellView::from_result(cell)),
                 }
             }
         }
@@ -121,6 +125,7 @@ impl ReportModel {
             machine.cells.sort_by_key(|c| {
                 (workloads.iter().position(|w| *w == c.workload_label).unwrap_or(usize::MAX), c.runtime)
             });
+            machine.peer_cells.sort_by(|a, b| (&a.workload_label, a.runtime).cmp(&(&b.workload_label, b.runtime)));
         }
         ReportModel { machines, workloads }
     }

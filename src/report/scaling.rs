@@ -60,9 +60,9 @@ pub fn of_machine(machine: &MachineView) -> Vec<ScalingSeries> {
 
 fn resources(runtime: RuntimeKind) -> &'static str {
     match runtime {
-        RuntimeKind::Process => "process (all host CPUs)",
         RuntimeKind::Container => "container (--cpus T)",
         RuntimeKind::Vm => "vm (T vCPUs)",
+        other => other.name(),
     }
 }
 
@@ -117,9 +117,9 @@ pub fn reading(machine: &MachineView) -> Option<String> {
         .filter_map(|s| {
             let factor = speedup(s)?;
             let given = match s.runtime {
-                RuntimeKind::Process => String::new(),
                 RuntimeKind::Container => format!(" (--cpus {most})"),
                 RuntimeKind::Vm => format!(" ({most} vCPUs)"),
+                _ => String::new(),
             };
             Some(format!("the {}{given} {factor:.2}×", s.runtime))
         })

@@ -72,6 +72,10 @@ pub struct RunSpec {
     /// container: a created container's kept writable layer (`cvm start`); None: a layer
     /// that lives only as long as the run.
     pub writable: Option<container::rootfs::Writable>,
+    /// When the run's clock starts: `cvm run` and `cvm start` set it to cvm's own start (main),
+    /// so the phases and `total` count cvm's argument parsing and program check too; None
+    /// (bench, labs, where one cvm runs many runs): when the runtime begins.
+    pub started: Option<Instant>,
 }
 
 /// The container's system-call filter (`--seccomp`).
@@ -101,6 +105,7 @@ impl RunSpec {
             echo_output: false,
             seccomp: SeccompProfile::Default,
             writable: None,
+            started: None,
         }
     }
 
@@ -131,7 +136,21 @@ pub fn runtime(kind: RuntimeKind) -> Box<dyn Runtime> {
         RuntimeKind::Process => Box::new(process::ProcessRuntime),
         RuntimeKind::Container => Box::new(container::ContainerRuntime),
         RuntimeKind::Vm => Box::new(vm::VmRuntime),
+        peer => Box::new(crate::peers::PeerRuntime::new(peer)),
     }
+}
+
+/// When this cvm process reached `main` (set there, first thing).
+static PROCESS_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Notes that cvm's `main` began: the origin of a `cvm run`'s phases.
+pub fn note_process_start() {
+    let _ = PROCESS_START.set(Instant::now());
+}
+
+/// When cvm's `main` began, if it said so.
+pub fn process_start() -> Option<Instant> {
+    PROCESS_START.get().copied()
 }
 
 /// The run's clock: every phase is nanoseconds since the run started.
@@ -143,6 +162,11 @@ pub struct RunClock {
 impl RunClock {
     pub fn start() -> Self {
         RunClock { start: Instant::now() }
+    }
+
+    /// The clock of `spec`'s run: from `spec.started` when given, else from now.
+    pub fn for_spec(spec: &RunSpec) -> Self {
+        RunClock { start: spec.started.unwrap_or_else(Instant::now) }
     }
 
     pub fn started_at(&self) -> Instant {

@@ -29,7 +29,7 @@ impl Runtime for ProcessRuntime {
             own_usage::reset_peak_rss();
         }
         let own_before = own_usage::resident();
-        let clock = RunClock::start();
+        let clock = RunClock::for_spec(spec);
         let narrator = &spec.narrator;
         let path = spec.program.host_path()?;
         let args = spec.program_args();

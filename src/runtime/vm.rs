@@ -39,7 +39,7 @@ impl Runtime for VmRuntime {
     }
 
     fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
-        let clock = RunClock::start();
+        let clock = RunClock::for_spec(spec);
         if matches!(spec.program, Program::Image(_)) {
             bail!("{}", crate::program::IMAGE_RUNTIME_ONLY);
         }
@@ -276,6 +276,13 @@ struct GuestMemory {
 }
 
 fn guest_memory(ram: &crate::vmm::memory::GuestRam) -> Option<GuestMemory> {
+    if let Ok(pages) = ram.residency(layout::USER_BASE) {
+        return Some(GuestMemory {
+            touched: pages.below + pages.above,
+            anonymous: pages.anonymous,
+            kernel: pages.below,
+        });
+    }
     let (kernel, above) = ram.resident_split(layout::USER_BASE).ok()?;
     let start = ram.host_address().ok()?;
     match usage::mapped_in(start, start + ram.size()) {
@@ -286,7 +293,7 @@ fn guest_memory(ram: &crate::vmm::memory::GuestRam) -> Option<GuestMemory> {
 }
 
 /// argv as the guest sees it: a short absolute name, then the workload subcommand and arguments.
-fn guest_argv(spec: &RunSpec) -> Vec<String> {
+pub fn guest_argv(spec: &RunSpec) -> Vec<String> {
     let name = match &spec.program {
         Program::Workload { .. } => "cvm-workload".to_string(),
         Program::Binary { .. } | Program::Image(_) => spec.program.label(),

@@ -38,6 +38,12 @@ pub enum Metric {
     OpsPerSec,
     /// The workload's own timing of its work (result.elapsed_ns).
     WorkloadElapsed,
+    /// command.wall_ns: the peer view's measure, the whole command from spawn to exit.
+    CommandWall,
+    /// command.peak_rss_bytes: the peak RSS of the command's own process.
+    CommandPeakRss,
+    /// command.user_ns + command.system_ns: CPU time of the whole command.
+    CommandCpu,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +78,7 @@ pub fn format_rate(per_second: f64) -> String {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 19] = [
+    pub const ALL: [Metric; 22] = [
         Metric::Total,
         Metric::Setup,
         Metric::Boot,
@@ -92,6 +98,9 @@ impl Metric {
         Metric::RuntimeOverhead,
         Metric::OpsPerSec,
         Metric::WorkloadElapsed,
+        Metric::CommandWall,
+        Metric::CommandPeakRss,
+        Metric::CommandCpu,
     ];
 
     /// The key used in files (JSON, CSV).
@@ -116,6 +125,9 @@ impl Metric {
             Metric::CgroupPeak => "cgroup_peak",
             Metric::OpsPerSec => "ops_per_sec",
             Metric::WorkloadElapsed => "workload_elapsed",
+            Metric::CommandWall => "command_wall",
+            Metric::CommandPeakRss => "command_peak_rss",
+            Metric::CommandCpu => "command_cpu",
         }
     }
 
@@ -141,6 +153,9 @@ impl Metric {
             Metric::CgroupPeak => "cgroup peak",
             Metric::OpsPerSec => "throughput",
             Metric::WorkloadElapsed => "workload's own time",
+            Metric::CommandWall => "whole command",
+            Metric::CommandPeakRss => "command process's peak RSS",
+            Metric::CommandCpu => "whole command's CPU time",
         }
     }
 
@@ -154,6 +169,7 @@ impl Metric {
             | Metric::GuestTouched
             | Metric::CgroupPeak
             | Metric::PeakRss
+            | Metric::CommandPeakRss
             | Metric::RuntimeOverhead => Unit::Bytes,
             Metric::OpsPerSec => Unit::PerSecond,
             _ => Unit::Nanoseconds,
@@ -194,6 +210,9 @@ impl Metric {
             Metric::CgroupPeak => m.cgroup_peak_bytes,
             Metric::OpsPerSec => return from_result("ops_per_sec"),
             Metric::WorkloadElapsed => return from_result("elapsed_ns"),
+            Metric::CommandWall => record.command.as_ref().map(|c| c.wall_ns),
+            Metric::CommandPeakRss => record.command.as_ref().and_then(|c| c.peak_rss_bytes),
+            Metric::CommandCpu => record.command.as_ref().map(|c| c.user_ns + c.system_ns),
         };
         value.map(|v| v as f64)
     }

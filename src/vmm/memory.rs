@@ -137,6 +137,52 @@ impl GuestRam {
     }
 }
 
+/// Guest RAM's pages mapped in cvm's page tables, from /proc/self/pagemap: what the VMM's
+/// loading and the guest touched (a file page the guest never read is not counted, unlike
+/// mincore, which sees the page cache).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Residency {
+    /// Bytes below the boundary address, and at or above it.
+    pub below: u64,
+    pub above: u64,
+    /// Bytes of private anonymous pages among them (the rest are the shared program file's).
+    pub anonymous: u64,
+}
+
+impl GuestRam {
+    /// One read of the range's pagemap entries (8 bytes a page): about 16 000 entries for the
+    /// default 64 MiB, far cheaper than parsing /proc/self/smaps.
+    pub fn residency(&self, boundary: u64) -> Result<Residency> {
+        use std::os::unix::fs::FileExt;
+        const PRESENT: u64 = 1 << 63;
+        const SWAPPED: u64 = 1 << 62;
+        const FILE_OR_SHARED: u64 = 1 << 61;
+        let page = host_page_size();
+        let pages = self.size.div_ceil(page) as usize;
+        let start = self.host_address()?;
+        let mut entries = vec![0u8; pages * 8];
+        let pagemap = std::fs::File::open("/proc/self/pagemap").context("opening /proc/self/pagemap")?;
+        pagemap.read_exact_at(&mut entries, start / page * 8).context("reading /proc/self/pagemap")?;
+        let split = (boundary.div_ceil(page) as usize).min(pages);
+        let mut residency = Residency::default();
+        for (index, bytes) in entries.chunks_exact(8).enumerate() {
+            let entry = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+            if entry & (PRESENT | SWAPPED) == 0 {
+                continue;
+            }
+            if index < split {
+                residency.below += page;
+            } else {
+                residency.above += page;
+            }
+            if entry & FILE_OR_SHARED == 0 {
+                residency.anonymous += page;
+            }
+        }
+        Ok(residency)
+    }
+}
+
 pub fn host_page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -159,6 +205,9 @@ mod tests {
         ram.write(0x30_0000, &[1; 5000]).unwrap();
         assert_eq!(ram.resident_bytes().unwrap(), 3 * host_page_size());
         assert_eq!(ram.resident_split(0x20_0000).unwrap(), (host_page_size(), 2 * host_page_size()));
+        let page = host_page_size();
+        let residency = ram.residency(0x20_0000).unwrap();
+        assert_eq!(residency, Residency { below: page, above: 2 * page, anonymous: 3 * page });
         let mut back = [0u8; 5];
         ram.read(0x1000, &mut back).unwrap();
         assert_eq!(&back, b"hello");

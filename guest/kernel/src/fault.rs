@@ -139,8 +139,14 @@ pub extern "C" fn handle_exception(frame: &mut UserFrame) {
         if signal::deliver_fault(frame, cpu, signal, code, address) {
             return;
         }
-    } else {
-        console::serial_write(b"cvm-guest: kernel exception ");
+    }
+    // Under QEMU no VMM reads the fault report: say it on the serial line.
+    if !from_program || crate::qemu_mode() {
+        console::serial_write(if from_program {
+            b"cvm-guest: program exception "
+        } else {
+            b"cvm-guest: kernel exception "
+        });
         console::serial_hex(frame.vector);
         console::serial_write(b" at rip ");
         console::serial_hex(frame.rip);

@@ -138,7 +138,7 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     }
     let modules: u32 = peek(start_info + 12);
     let module_list: u64 = peek(start_info + 16);
-    let cmdline: u64 = peek(start_info + 24);
+    let mut cmdline: u64 = peek(start_info + 24);
     if modules == 0 {
         fail(b"no program: pass it with -initrd");
     }
@@ -153,6 +153,26 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     let boot = BOOT.as_ptr();
     // SAFETY: BOOT is only touched here, before the normal boot path reads it.
     let boot = unsafe { &mut *boot };
+    // Leading `cvm.` words of the command line are for this kernel, the rest is the program's.
+    // On a host without VT-x or AMD-V (PVM) the program's `syscall` enters the kernel's code
+    // at ring 3; cvm's VMM says so in BootInfo, under QEMU the one who starts it says so with
+    // `cvm.syscall_may_fault` (`cvm run --runtime qemu` does). `cvm.argv0=NAME`: the program's
+    // argv[0] (multi-call programs such as busybox choose what to be by it).
+    let mut argv0: (u64, u64) = (0, 0);
+    while cmdline != 0 && starts_with(cmdline, b"cvm.") {
+        let len = word_len(cmdline);
+        if starts_with(cmdline, SYSCALL_MAY_FAULT_OPTION) && len == SYSCALL_MAY_FAULT_OPTION.len() as u64 {
+            boot.flags |= cvm_guest_abi::boot_flags::SYSCALL_MAY_FAULT;
+        } else if starts_with(cmdline, ARGV0_OPTION) {
+            let name = ARGV0_OPTION.len() as u64;
+            argv0 = (cmdline + name, len - name);
+        }
+        cmdline += len;
+        while peek::<u8>(cmdline) == b' ' {
+            cmdline += 1;
+        }
+    }
+    ARGV0.set(argv0);
     load_program(program, program_size, ram_end, boot);
     boot.ram_size = ram_end;
     boot.stack_bottom = ram_end - USER_STACK_SIZE;
@@ -165,6 +185,27 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     boot.syscall_counts_addr = COUNTS.as_ptr() as u64;
     boot.hostname[..8].copy_from_slice(b"cvm-qemu");
     crate::start(boot, Backend::Serial)
+}
+
+/// Command-line options of this kernel (leading words): the program's system calls may fault
+/// on entry; the program's argv[0].
+const SYSCALL_MAY_FAULT_OPTION: &[u8] = b"cvm.syscall_may_fault";
+const ARGV0_OPTION: &[u8] = b"cvm.argv0=";
+
+/// Where `cvm.argv0=` put the program's name in the command line, and its length.
+static ARGV0: Global<(u64, u64)> = Global::new((0, 0));
+
+fn starts_with(address: u64, prefix: &[u8]) -> bool {
+    prefix.iter().enumerate().all(|(i, &byte)| peek::<u8>(address + i as u64) == byte)
+}
+
+/// Length of the word at `address` (up to a space or the end).
+fn word_len(address: u64) -> u64 {
+    let mut len = 0;
+    while !matches!(peek::<u8>(address + len), b' ' | 0) {
+        len += 1;
+    }
+    len
 }
 
 /// End of the RAM region that holds the kernel (e820 from hvm_start_info, version >= 1).
@@ -223,7 +264,8 @@ static AUX: Global<[u64; 4]> = Global::new([0; 4]);
 const MAX_ARGS: usize = 32;
 
 /// The initial stack as Linux builds it: argc, argv, envp (empty), auxv; strings on top.
-/// argv[0] is "program", then the words of the kernel command line (-append).
+/// argv[0] is `cvm.argv0=`'s or "program", then the program's words of the kernel command line
+/// (-append).
 fn build_stack(top: u64, cmdline: u64, boot: &BootInfo) -> u64 {
     let mut cursor = top - 16;
     let mut push_string = |bytes: &[u8]| {
@@ -234,7 +276,11 @@ fn build_stack(top: u64, cmdline: u64, boot: &BootInfo) -> u64 {
     };
     let mut argv = [0u64; MAX_ARGS];
     let mut argc = 0;
-    argv[argc] = push_string(b"program");
+    argv[argc] = match ARGV0.get() {
+        (0, _) | (_, 0) => push_string(b"program"),
+        // SAFETY: [start, start + len) is a word of the command line, read byte by byte above.
+        (start, len) => push_string(unsafe { core::slice::from_raw_parts(start as *const u8, len as usize) }),
+    };
     argc += 1;
     // The command line lives in low memory, outside the stack: read it in place.
     let mut word_start = None;

@@ -70,7 +70,7 @@ pub fn running_as_root() -> bool {
 fn run_container(spec: &RunSpec) -> Result<RunRecord> {
     let taskstats = taskstats::ensure_listening();
     let own_before = crate::own_usage::resident();
-    let clock = RunClock::start();
+    let clock = RunClock::for_spec(spec);
     let anchor = ClockAnchor::now();
     let deadline = clock.started_at() + spec.timeout;
     let narrator = &spec.narrator;

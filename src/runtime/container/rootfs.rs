@@ -145,7 +145,12 @@ pub fn plan(options: &RootfsOptions) -> Result<Vec<Planned>> {
                 let path = scratch.join(dir);
                 steps.push(Planned::new(make_dir(&path, 0o755)?, format!("creating {}", path.display())));
             }
-            Some(copy_of_image(options.image, &root)?)
+            // The copy, planned in advance for the child to fall back on, walks the image's
+            // whole tree: only when overlayfs is not tried, or may fail (in a user namespace,
+            // Linux before 5.11 has no `userxattr`). As root overlayfs over a fresh tmpfs upper
+            // layer works wherever the host lists it; CVM_ROOTFS=copy remains the way around.
+            let may_fail = !options.try_overlay || options.user_namespace;
+            may_fail.then(|| copy_of_image(options.image, &root)).transpose()?
         }
         // A kept layer only makes sense as overlayfs's upper layer: no copy to fall back to.
         Writable::Kept { .. } => None,
