@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::record::RunRecord;
 use crate::results::ResultsFile;
 
-pub const COLUMNS: [&str; 28] = [
+pub const COLUMNS: [&str; 32] = [
     "machine",
     "runtime",
     "kernel",
@@ -37,6 +37,10 @@ pub const COLUMNS: [&str; 28] = [
     "cgroup_peak_bytes",
     "ops_per_sec",
     "workload_elapsed_ns",
+    "command_wall_ns",
+    "command_peak_rss_bytes",
+    "command_user_ns",
+    "command_system_ns",
 ];
 
 pub fn render(files: &[ResultsFile]) -> String {
@@ -94,6 +98,10 @@ fn row(machine: &str, index: usize, r: &RunRecord) -> Vec<String> {
         opt(r.memory.cgroup_peak_bytes),
         result("ops_per_sec"),
         result("elapsed_ns"),
+        opt(r.command.as_ref().map(|c| c.wall_ns)),
+        opt(r.command.as_ref().and_then(|c| c.peak_rss_bytes)),
+        opt(r.command.as_ref().map(|c| c.user_ns)),
+        opt(r.command.as_ref().map(|c| c.system_ns)),
     ]
 }
 
