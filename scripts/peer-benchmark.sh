@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 runs=${RUNS:-30}
 out=${OUT:-reports/peers}
 cargo build --release --quiet
-cvm=$PWD/target/release/cvm
+cvm=$PWD/target/x86_64-unknown-linux-musl/release/cvm
 
 rm -rf "$out"
 "$cvm" compare hello --peers --runs "$runs" --warmup 3 --no-density --out "$out"

@@ -488,7 +488,7 @@ fn set_owner(path: &Path, header: &tar::Header) {
 /// The modification time from the tar header (a failure is harmless).
 fn set_time(path: &Path, header: &tar::Header) {
     let Ok(c_path) = crate::runtime::container::rootfs::cstring(path) else { return };
-    let mtime = header.mtime().unwrap_or(0) as libc::time_t;
+    let mtime = header.mtime().unwrap_or(0) as _;
     let times = [libc::timespec { tv_sec: mtime, tv_nsec: 0 }, libc::timespec { tv_sec: mtime, tv_nsec: 0 }];
     // SAFETY: utimensat with a NUL-terminated path and a two-element array.
     unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };

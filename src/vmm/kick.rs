@@ -15,12 +15,30 @@ use anyhow::{Context, Result};
 
 pub const KICK_PERIOD: Duration = Duration::from_millis(50);
 
+/// A vCPU's host thread, to kick. (A pointer on musl, an integer on glibc: either way only an
+/// identifier, which any thread may use while the thread lives.)
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuThread(libc::pthread_t);
+
+// SAFETY: a pthread_t is an identifier passed to pthread_kill; nothing is dereferenced here.
+unsafe impl Send for VcpuThread {}
+// SAFETY: as above.
+unsafe impl Sync for VcpuThread {}
+
+impl VcpuThread {
+    /// The calling thread.
+    pub fn current() -> VcpuThread {
+        // SAFETY: pthread_self has no preconditions.
+        VcpuThread(unsafe { libc::pthread_self() })
+    }
+}
+
 /// Sends the kick signal to `thread` now: its `KVM_RUN` (or park) returns at once.
-pub fn kick_thread(thread: libc::pthread_t) {
+pub fn kick_thread(thread: VcpuThread) {
     install_handler();
     // SAFETY: the thread is a live vCPU thread of this process (run.rs joins them after);
     // the signal's handler does nothing.
-    unsafe { libc::pthread_kill(thread, kick_signal()) };
+    unsafe { libc::pthread_kill(thread.0, kick_signal()) };
 }
 
 /// The signal used to kick the vCPU out of `KVM_RUN`.
@@ -86,7 +104,7 @@ fn arm(timer: libc::timer_t, period: Duration) -> bool {
 
 /// Sets `timer` to fire after `first`, then every `period` (zero first: disarmed).
 fn arm_first(timer: libc::timer_t, first: Duration, period: Duration) -> bool {
-    let spec = |d: Duration| libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos() as _ };
+    let spec = |d: Duration| libc::timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ };
     let schedule = libc::itimerspec { it_interval: spec(period), it_value: spec(first) };
     // SAFETY: `timer` is a live timer of this thread's kicker; `schedule` is valid for the call.
     unsafe { libc::timer_settime(timer, 0, &schedule, std::ptr::null_mut()) == 0 }

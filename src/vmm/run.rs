@@ -36,7 +36,7 @@ struct RunControl {
     /// The first reason the run ended (or the first VMM error).
     outcome: Mutex<Option<Result<VmStop, String>>>,
     /// Each vCPU thread's pthread, to kick it out of KVM_RUN.
-    threads: Mutex<Vec<libc::pthread_t>>,
+    threads: Mutex<Vec<kick::VcpuThread>>,
 }
 
 impl RunControl {
@@ -99,8 +99,7 @@ fn one_vcpu(
     deadline: Instant,
     control: &RunControl,
 ) -> Result<(ExitCounts, (u64, u64))> {
-    // SAFETY: pthread_self has no preconditions.
-    control.threads.lock().unwrap_or_else(|p| p.into_inner()).push(unsafe { libc::pthread_self() });
+    control.threads.lock().unwrap_or_else(|p| p.into_inner()).push(kick::VcpuThread::current());
     let cpu_before = own_usage::thread_cpu_ns();
     let mut exits = ExitCounts::default();
     let context = VcpuContext {

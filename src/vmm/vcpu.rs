@@ -58,7 +58,7 @@ fn inject(vcpu: &VcpuFd, vector: u8) -> Result<()> {
     const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
     let irq: u32 = u32::from(vector);
     // SAFETY: KVM_INTERRUPT reads one struct kvm_interrupt { __u32 irq } from the pointer.
-    let result = unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_INTERRUPT, &irq) };
+    let result = unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_INTERRUPT as _, &irq) };
     if result < 0 {
         let error = std::io::Error::last_os_error();
         if error.raw_os_error() != Some(libc::EEXIST) {

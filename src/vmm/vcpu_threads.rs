@@ -7,7 +7,7 @@ use super::devices::lock;
 use super::kick;
 
 pub struct VcpuThreads {
-    threads: Vec<Mutex<Option<libc::pthread_t>>>,
+    threads: Vec<Mutex<Option<kick::VcpuThread>>>,
 }
 
 impl VcpuThreads {
@@ -18,8 +18,7 @@ impl VcpuThreads {
     /// Called by vCPU `cpu`'s own thread before its first `KVM_RUN`.
     pub fn register(&self, cpu: usize) {
         if let Some(slot) = self.threads.get(cpu) {
-            // SAFETY: pthread_self has no preconditions.
-            *lock(slot) = Some(unsafe { libc::pthread_self() });
+            *lock(slot) = Some(kick::VcpuThread::current());
         }
     }
 

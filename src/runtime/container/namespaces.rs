@@ -190,11 +190,11 @@ pub fn loopback_up() -> Result<(), i32> {
     }
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
     let result = unsafe {
-        if libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request) != 0 {
+        if libc::ioctl(socket, libc::SIOCGIFFLAGS as _, &mut request) != 0 {
             Err(errno())
         } else {
             request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(socket, libc::SIOCSIFFLAGS, &request) != 0 {
+            if libc::ioctl(socket, libc::SIOCSIFFLAGS as _, &request) != 0 {
                 Err(errno())
             } else {
                 Ok(())
