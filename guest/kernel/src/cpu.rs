@@ -252,17 +252,27 @@ pub fn privileged(op: u64, arg: u64) -> u64 {
 #[derive(Clone, Copy)]
 pub struct FpuState(pub [u8; 512]);
 
+/// The non-zero bytes of the initial state: FCW 0x037f, MXCSR 0x1f80, MXCSR_MASK 0xffff.
+const INITIAL_CONTROLS: [(usize, u8); 6] = [(0, 0x7f), (1, 0x03), (24, 0x80), (25, 0x1f), (28, 0xff), (29, 0xff)];
+
 impl FpuState {
     /// The state after `fninit` with SSE's default MXCSR (0x1f80): what a new program starts with.
     pub const fn initial() -> FpuState {
         let mut bytes = [0u8; 512];
-        bytes[0] = 0x7f; // FCW 0x037f
-        bytes[1] = 0x03;
-        bytes[24] = 0x80; // MXCSR 0x1f80
-        bytes[25] = 0x1f;
-        bytes[28] = 0xff; // MXCSR_MASK 0xffff
-        bytes[29] = 0xff;
+        let mut index = 0;
+        while index < INITIAL_CONTROLS.len() {
+            bytes[INITIAL_CONTROLS[index].0] = INITIAL_CONTROLS[index].1;
+            index += 1;
+        }
         FpuState(bytes)
+    }
+
+    /// Writes [`FpuState::initial`]'s non-zero bytes into a state that is all zeros (without
+    /// building the 512 bytes: this runs at boot, emulated on PVM hosts).
+    pub fn set_initial_controls(&mut self) {
+        for (index, byte) in INITIAL_CONTROLS {
+            self.0[index] = byte;
+        }
     }
 
     /// Saves the registers the program left (the kernel itself never touches them).

@@ -230,6 +230,21 @@ impl Scheduler {
         Some(slot)
     }
 
+    /// The program's first thread, in slot 0 of the table that is still as the image left it
+    /// (all zeros): only the fields that differ are written. Boot runs emulated on PVM hosts,
+    /// where [`create`]'s whole-`Thread` copy (about 700 bytes, twice) cost 0.37 ms.
+    fn create_first(&mut self, frame: UserFrame) -> usize {
+        debug_assert!(self.live == 0 && self.threads[0].state == State::Free);
+        let t = &mut self.threads[0];
+        t.state = State::Blocked;
+        t.tid = process::PID as u32;
+        t.frame = frame;
+        t.fpu.set_initial_controls();
+        self.high_water = self.high_water.max(1);
+        self.live = 1;
+        0
+    }
+
     /// Queues `thread` with `rax` as its pending system call's result; picks a parked vCPU to
     /// run it.
     pub fn make_runnable(&mut self, thread: usize, rax: u64, wakeups: &mut Wakeups) {
@@ -402,8 +417,7 @@ pub fn start_program(entry: u64, stack: u64, have_fsgsbase: bool) -> ! {
     {
         let mut sched = SCHED.lock();
         sched.have_fsgsbase = have_fsgsbase;
-        let thread =
-            sched.create(UserFrame::starting(entry, stack), FpuState::initial(), 0, 0).expect("a first thread");
+        let thread = sched.create_first(UserFrame::starting(entry, stack));
         // SAFETY: the frame slot at the top of this vCPU's stack is ours; nothing else is there.
         sched.load(cpu, thread, unsafe { &mut *frame });
     }
