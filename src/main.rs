@@ -3,13 +3,12 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::Parser;
 use cvm::{cli, commands, interrupt};
 
 fn main() -> ExitCode {
     cvm::runtime::note_process_start();
-    let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
+    let command = match cli::Cli::parse_command() {
+        Ok(command) => command,
         Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = error.print();
             return ExitCode::SUCCESS;
@@ -27,7 +26,7 @@ fn main() -> ExitCode {
         }
     };
     interrupt::install();
-    match commands::dispatch(cli.command) {
+    match commands::dispatch(command) {
         Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
         Err(error) => {
             // One line: the error and its causes, outermost first, with nothing in it that could
