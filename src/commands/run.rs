@@ -139,16 +139,27 @@ fn summary(record: &RunRecord, out: &mut String) {
     let _ = writeln!(out, "── cvm run: {} · {} · kernel {} ──", record.runtime, record.workload, record.kernel);
     let _ = writeln!(out, "  ended     {outcome}");
     let first = p.first_output.map_or("none".to_string(), ms);
-    let _ = writeln!(
-        out,
-        "  phases    setup {} · boot {} · first output {} · exit {} · teardown {} · total {}",
-        ms(p.setup),
-        ms(p.boot),
-        first,
-        ms(p.exit),
-        ms(p.teardown),
-        ms(p.total)
-    );
+    if let Some(command) = record.command.as_ref().filter(|_| record.runtime.is_peer()) {
+        // A peer is measured from outside only: the whole command is its one figure.
+        let rss = command.peak_rss_bytes.map_or("not measured".into(), format_bytes);
+        let _ = writeln!(
+            out,
+            "  command   {} from spawn to exit · first output {first} · peak RSS of its process {rss}",
+            ms(command.wall_ns)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  phases    setup {} · boot {} · first output {} · exit {} · teardown {} · total {} (from cvm's start; \
+             its exec and loading before that are outside)",
+            ms(p.setup),
+            ms(p.boot),
+            first,
+            ms(p.exit),
+            ms(p.teardown),
+            ms(p.total)
+        );
+    }
     let m = &record.memory;
     let figures = [
         ("program", m.program_peak_rss_bytes),
@@ -161,7 +172,9 @@ fn summary(record: &RunRecord, out: &mut String) {
     ];
     let memory: Vec<String> =
         figures.iter().filter_map(|(name, value)| value.map(|v| format!("{name} {}", format_bytes(v)))).collect();
-    let _ = writeln!(out, "  memory    {}", memory.join(" · "));
+    if !memory.is_empty() {
+        let _ = writeln!(out, "  memory    {}", memory.join(" · "));
+    }
     let _ = writeln!(out, "  cpu       user {} · system {}", ms(record.cpu.user_ns), ms(record.cpu.system_ns));
     for note in &record.notes {
         let _ = writeln!(out, "  note      {note}");
