@@ -127,3 +127,61 @@ fn beside_a_peer_every_runtime_is_a_whole_command_and_the_report_has_the_peer_vi
     assert!(report.contains("## Where the industry's tools stand"), "{report}");
     assert!(out_dir.join("charts/peers.svg").is_file());
 }
+
+/// QEMU's own failures are errors (never a program's exit 0), and what the kernel command
+/// line cannot carry is refused in one line.
+#[test]
+fn qemu_refuses_what_it_cannot_run_in_one_line_with_kvm() {
+    if !require_kvm()
+        || !common::debian_package("qemu-system-x86", || common::command_runs("qemu-system-x86_64", "-version"))
+    {
+        return;
+    }
+    for (args, expected) in [
+        (vec!["--memory", "1K", "hello"], "too small for a VM"),
+        (vec!["hello", "cvm.argv0=x"], "option of cvm's guest kernel"),
+        (vec!["hello", "two words"], "cannot be one word there"),
+    ] {
+        let out = cvm().args(["run", "--runtime", "qemu"]).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// The cgroup directories cvm's container runs leave, if any (`cvm-*` below the v1
+/// hierarchies and the v2 tree).
+fn cvm_cgroups() -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            if entry.file_name().to_string_lossy().starts_with("cvm-") {
+                found.push(entry.path());
+            } else if dir.components().count() < 7 {
+                pending.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// In the peer view cvm's own runs are `cvm run` commands: at their timeout they are asked to
+/// stop and clean up (cgroups included), not killed outright.
+#[test]
+fn a_whole_command_cvm_run_cleans_up_after_its_timeout_as_root() {
+    if !require_root() {
+        return;
+    }
+    let before = cvm_cgroups();
+    let out = cvm()
+        .args(["bench", "--runtimes", "container,unshare", "--workloads", "idle:10", "--runs", "1", "--warmup", "0"])
+        .args(["--timeout", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the runs timed out");
+    let left: Vec<_> = cvm_cgroups().into_iter().filter(|d| !before.contains(d)).collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}

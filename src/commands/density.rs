@@ -43,7 +43,11 @@ pub fn density(args: DensityArgs) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the cvm binary to start instances with")?;
 
     let environment = Environment::current();
-    let plan = DensityPlan::full(ordered_runtimes(args.runtimes.as_deref()), counts, repeat);
+    let runtimes = ordered_runtimes(args.runtimes.as_deref());
+    if let Some(peer) = runtimes.iter().find(|r| r.is_peer()) {
+        bail!("cvm density measures cvm's own runtimes; {peer} is a peer (compare them with `cvm compare --peers`)");
+    }
+    let plan = DensityPlan::full(runtimes, counts, repeat);
     let progress = Progress::counting(plan.steps() as u64, "steps");
     let results = density::measure(&plan, &exe, &progress);
     progress.finish();

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::record::RunRecord;
 use crate::results::ResultsFile;
 
-pub const COLUMNS: [&str; 32] = [
+pub const COLUMNS: [&str; 33] = [
     "machine",
     "runtime",
     "kernel",
@@ -41,6 +41,7 @@ pub const COLUMNS: [&str; 32] = [
     "command_peak_rss_bytes",
     "command_user_ns",
     "command_system_ns",
+    "measured",
 ];
 
 pub fn render(files: &[ResultsFile]) -> String {
@@ -102,6 +103,8 @@ fn row(machine: &str, index: usize, r: &RunRecord) -> Vec<String> {
         opt(r.command.as_ref().and_then(|c| c.peak_rss_bytes)),
         opt(r.command.as_ref().map(|c| c.user_ns)),
         opt(r.command.as_ref().map(|c| c.system_ns)),
+        // The peer view's records are whole commands; the others cvm's phases from inside.
+        if r.command.is_some() { "whole command" } else { "in process" }.to_string(),
     ]
 }
 

@@ -33,8 +33,18 @@ pub fn render(results: &ResultsFile) -> String {
         out.push_str(&unavailable.concat());
         out.push('\n');
     }
-    out.push_str("## Memory\n\n");
-    out.push_str(&markdown_table(&tables::memory_table(&model)));
+    if !model.workloads.is_empty() {
+        out.push_str("## Memory\n\n");
+        out.push_str(&markdown_table(&tables::memory_table(&model)));
+    }
+    if let Some(table) = crate::report::peers::table(&model) {
+        out.push_str("## Where the industry's tools stand (each run one whole command)\n\n");
+        for sentence in crate::report::peers::reading(&model) {
+            out.push_str(&format!("- {sentence}\n"));
+        }
+        out.push('\n');
+        out.push_str(&markdown_table(&table));
+    }
     out
 }
 

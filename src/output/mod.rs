@@ -14,6 +14,22 @@ pub fn peer_view(model: &crate::report::model::ReportModel) -> String {
     for sentence in crate::report::peers::reading(model) {
         let _ = writeln!(out, "  • {}", text_table::plain(&sentence));
     }
+    for cell in model.machines.iter().flat_map(|m| &m.peer_cells) {
+        let label = crate::report::peers::label(cell.runtime);
+        if let Some(failure) = cell.summary.failed.first() {
+            let _ = writeln!(
+                out,
+                "  Failed: {} of {} runs of {} on {label} ({}) — excluded from the statistics",
+                cell.summary.failed.len(),
+                cell.summary.runs,
+                cell.workload_label,
+                failure.reason
+            );
+        }
+        for error in &cell.errors {
+            let _ = writeln!(out, "  Error: {} on {label}: {}", cell.workload_label, text_table::plain(error));
+        }
+    }
     out.push('\n');
     out
 }

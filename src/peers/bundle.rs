@@ -1,7 +1,8 @@
 //! The OCI bundle runc and crun run: made from the same one-layer image cvm's container runs
 //! (`runtime/container/image.rs`), with the config the image bundle writes
-//! (`image/bundle.rs`). Kept in cvm's cache and made once per program content; one config
-//! folder per program and arguments, so a run's measured command is `runc run` alone.
+//! (`image/bundle.rs`). Kept in cvm's cache and made once per program content (checked at
+//! each use: made again when damaged); one config folder per program and arguments, so a
+//! run's measured command is `runc run` alone.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,14 @@ pub fn prepare(spec: &RunSpec) -> Result<PathBuf> {
     let id = layer.parent().and_then(Path::file_name).context("the program's image has no name")?;
     let base = crate::embedded::cache_dir().join("peer-bundles").join(id);
     let rootfs = base.join("rootfs");
-    if !rootfs.join(image.program.trim_start_matches('/')).is_file() {
+    let program = rootfs.join(image.program.trim_start_matches('/'));
+    let intact = std::fs::metadata(&program)
+        .ok()
+        .zip(std::fs::metadata(layer.join(image.program.trim_start_matches('/'))).ok())
+        .is_some_and(|(ours, image)| ours.is_file() && ours.len() == image.len());
+    if !intact {
+        // Missing or damaged: made again from the image.
+        let _ = std::fs::remove_dir_all(&rootfs);
         build_rootfs(&base, layer, &image.program)?;
     }
     let mut argv = vec![image.program.clone()];
@@ -32,7 +40,9 @@ pub fn prepare(spec: &RunSpec) -> Result<PathBuf> {
     let annotations = serde_json::json!({ "org.cvm.program": spec.program.label() });
     let config = serde_json::to_vec_pretty(&runtime_config(&argv, &env, "/", &root, annotations))?;
     let dir = base.join("configs").join(Digest::of(&config).short());
-    if !dir.join("config.json").is_file() {
+    // The folder is named by its config's digest: a config that is not that one is made again.
+    if std::fs::read(dir.join("config.json")).ok().as_deref() != Some(config.as_slice()) {
+        let _ = std::fs::remove_dir_all(&dir);
         let staging = staging_beside(&dir);
         std::fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
         std::fs::write(staging.join("config.json"), &config)?;
@@ -53,11 +63,15 @@ fn build_rootfs(base: &Path, layer: &Path, program: &str) -> Result<()> {
     }
     let relative = program.trim_start_matches('/');
     let (from, to) = (layer.join(relative), staging.join(relative));
-    if std::fs::hard_link(&from, &to).is_err() {
-        std::fs::copy(&from, &to).with_context(|| format!("cannot copy {} into the bundle", from.display()))?;
-    }
-    if std::fs::rename(&staging, base.join("rootfs")).is_err() {
+    // A copy, not a link: the bundle's file is runc's to use, the image's stays cvm's own.
+    std::fs::copy(&from, &to).with_context(|| format!("cannot copy {} into the bundle", from.display()))?;
+    if let Err(error) = std::fs::rename(&staging, base.join("rootfs")) {
         let _ = std::fs::remove_dir_all(&staging);
+        // Another cvm made it meanwhile: fine; otherwise say why.
+        if !base.join("rootfs").join(relative).is_file() {
+            return Err(error)
+                .with_context(|| format!("cannot put the bundle's root file system in {}", base.display()));
+        }
     }
     Ok(())
 }

@@ -75,6 +75,9 @@ impl PeerRuntime {
     }
 }
 
+/// The availability trial's own time limit (one `hello`).
+const TRIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// runc and crun name every container: unique per cvm process and run.
 fn container_name() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -86,6 +89,26 @@ fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// The host's TSC rate (a KVM guest's TSC runs at it), measured once per cvm process against
+/// the monotonic clock over 5 ms.
+fn host_tsc_khz() -> u64 {
+    static KHZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *KHZ.get_or_init(|| {
+        // SAFETY: rdtsc has no preconditions on x86-64.
+        let tsc = || unsafe { core::arch::x86_64::_rdtsc() };
+        let (start, ticks_start) = (std::time::Instant::now(), tsc());
+        while start.elapsed() < std::time::Duration::from_millis(5) {
+            std::hint::spin_loop();
+        }
+        let (elapsed, ticks) = (start.elapsed(), tsc() - ticks_start);
+        (ticks as u128 * 1_000_000 / elapsed.as_nanos().max(1)) as u64
+    })
+}
+
+/// argv[0] and the program's words the PVH entry takes (its MAX_ARGS, 32, less room for the
+/// kernel's own words).
+const QEMU_MAX_ARGS: usize = 30;
 
 /// Guest RAM QEMU gets when no `--memory` is given: cvm's VM default.
 const QEMU_DEFAULT_RAM_MIB: u64 = 64;
@@ -103,15 +126,27 @@ fn qemu_command(tool: String, spec: &RunSpec) -> Result<Vec<String>> {
         // BootInfo, here the command line does.
         words.push("cvm.syscall_may_fault".to_string());
     }
+    // The guest's clock: under QEMU's microvm it cannot calibrate its TSC itself here.
+    words.push(format!("cvm.tsc_khz={}", host_tsc_khz()));
     let argv = crate::runtime::vm::guest_argv(spec);
+    if argv.len() > QEMU_MAX_ARGS {
+        bail!("qemu passes the program's arguments on the kernel command line, where cvm's guest kernel takes at most {} of them", QEMU_MAX_ARGS - 1);
+    }
     for (index, arg) in argv.iter().enumerate() {
+        if index > 0 && arg.starts_with("cvm.") {
+            bail!("qemu passes the program's arguments on the kernel command line, where {arg:?} would be taken as an option of cvm's guest kernel");
+        }
         if arg.is_empty() || arg.contains(char::is_whitespace) {
             bail!("qemu passes the program's arguments on the kernel command line: {arg:?} cannot be one word there");
         }
         // argv[0] as cvm's VMM gives it, so a multi-call program (busybox) behaves the same.
         words.push(if index == 0 { format!("cvm.argv0={arg}") } else { arg.clone() });
     }
-    let ram_mib = spec.memory_bytes.map_or(QEMU_DEFAULT_RAM_MIB, |bytes| bytes.div_ceil(1 << 20));
+    let ram_mib = match spec.memory_bytes {
+        // The same bounds as cvm's own VM.
+        Some(bytes) => crate::vmm::layout::ram_size(Some(bytes))? >> 20,
+        None => QEMU_DEFAULT_RAM_MIB,
+    };
     let kernel = crate::embedded::guest_kernel_path()?;
     let program = spec.program.host_path()?;
     let mut argv = vec![tool];
@@ -146,24 +181,27 @@ impl Runtime for PeerRuntime {
 
     fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
         let (argv, container) = self.command(spec)?;
-        let finished = whole_command::run(&argv, spec);
+        let finished = whole_command::run(&argv, spec, whole_command::KillScope::ProcessGroup, spec.timeout);
         let kernel = if self.kind == RuntimeKind::Qemu { "builtin" } else { "host" };
         let finished = match finished {
             Ok(finished) => finished,
             Err(error) => {
-                self.remove_container(container.as_deref());
+                let _ = self.remove_container(container.as_deref());
                 return Err(error);
             }
         };
         let mut record = whole_command::peer_record(self.kind, kernel, spec, finished);
         if !record.succeeded() {
             // Killed at the deadline or on Ctrl-C, runc may leave its container behind.
-            self.remove_container(container.as_deref());
+            if let Some(trouble) = self.remove_container(container.as_deref()) {
+                record.notes.push(trouble);
+            }
         }
         if self.kind == RuntimeKind::Qemu {
-            decode_qemu_exit(&mut record);
+            decode_qemu_exit(&mut record)?;
         }
         record.notes.push(self.note().into());
+        record.notes.extend(ignored_options(self.kind, spec));
         Ok(record)
     }
 }
@@ -179,34 +217,52 @@ impl PeerRuntime {
                 .context("qemu needs /dev/kvm, which cvm cannot open")?;
         }
         let mut spec = RunSpec::new(Program::workload("hello")?, Vec::new());
-        spec.timeout = std::time::Duration::from_secs(20);
-        let record = self.run(&spec)?;
-        if !record.succeeded() {
+        spec.timeout = TRIAL_TIMEOUT;
+        let record = self.run(&spec).with_context(|| format!("{} refuses to run here", tool.display()))?;
+        if record.outcome == Outcome::Interrupted {
+            return Ok(()); // Ctrl-C: the run that follows stops at once and says so
+        }
+        // It must have run the program: exit 0 and hello's own result line.
+        let ran_hello = record.result.as_ref().and_then(|r| r.get("workload")).is_some_and(|w| w == "hello");
+        if !record.succeeded() || !ran_hello {
             let why = match whole_command::last_line(&record.stderr) {
-                Some(line) => line.to_string(),
-                None => crate::stats::cell::describe_failure(&record),
+                Some(line) if !record.succeeded() => line.to_string(),
+                _ if record.succeeded() => "it exited 0 without running the program (no hello result)".to_string(),
+                _ => crate::stats::cell::describe_failure(&record),
             };
             bail!("{} refuses to run here: {why}", tool.display());
         }
         Ok(())
     }
 
-    fn remove_container(&self, name: Option<&str>) {
-        let (Some(name), Ok(tool)) = (name, self.program()) else { return };
-        let _ = std::process::Command::new(tool)
-            .args(["delete", "--force", name])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+    /// `runc delete --force NAME` (crun's the same), bounded in time; what went wrong, if
+    /// anything did.
+    fn remove_container(&self, name: Option<&str>) -> Option<String> {
+        let (Some(name), Ok(tool)) = (name, self.program()) else { return None };
+        match whole_command::run_briefly(&tool, &["delete", "--force", name], whole_command::HELPER_LIMIT) {
+            Some((0, _)) => None,
+            Some((status, _)) => Some(format!(
+                "`{} delete --force {name}` after the run ended with status {status}: the container may be left \
+                 behind (`{} list`)",
+                self.program_name(),
+                self.program_name()
+            )),
+            None => Some(format!(
+                "`{} delete --force {name}` did not finish in time and was killed: the container may be left \
+                 behind (`{} list`)",
+                self.program_name(),
+                self.program_name()
+            )),
+        }
     }
 
     /// What the record measures, for a reader of the JSON.
     fn note(&self) -> &'static str {
         match self.kind {
             RuntimeKind::Runc | RuntimeKind::Crun => {
-                "whole command `run --bundle`: the bundle (config.json, a read-only root file system of the same \
-                 one-layer image) is made once and not timed; cvm's container gets a fresh writable layer per run"
+                "whole command `run --bundle`: the bundle (config.json as `runc spec` writes it, so no seccomp filter \
+                 and no resource limits; a read-only root file system of the same one-layer image) is made once and \
+                 not timed; cvm's container gets a fresh writable layer per run"
             }
             RuntimeKind::Unshare => {
                 "whole command: unshare(1) with the container's namespaces and nothing else (no cgroup, image, \
@@ -214,18 +270,63 @@ impl PeerRuntime {
             }
             RuntimeKind::Qemu => {
                 "whole command: QEMU microvm with KVM booting cvm's builtin guest kernel (PVH) with the program as \
-                 the initrd; the exit status comes through isa-debug-exit, so it is the guest's value modulo 128"
+                 the initrd, one vCPU; the program's stdout and stderr both arrive on the serial line (as stdout, \
+                 with CRLF line ends), and its exit status through isa-debug-exit (126 or more, a signal included, \
+                 is 126)"
             }
             _ => "",
         }
     }
 }
 
-/// isa-debug-exit makes QEMU exit with `(value << 1) | 1`: back to the guest's value.
-fn decode_qemu_exit(record: &mut RunRecord) {
-    if record.outcome == Outcome::Exited && record.exit_code & 1 == 1 {
-        record.exit_code >>= 1;
+/// The run's options a peer does not apply, said instead of ignored: the bundle runc and crun
+/// run sets no limits, unshare has none, and QEMU runs one vCPU with its own kernel.
+fn ignored_options(kind: RuntimeKind, spec: &RunSpec) -> Option<String> {
+    let qemu = kind == RuntimeKind::Qemu;
+    let given: Vec<&str> = [
+        (spec.memory_bytes.is_some() && !qemu).then_some("--memory"),
+        spec.cpus.is_some().then_some("--cpus"),
+        spec.pids.is_some().then_some("--pids"),
+        (spec.seccomp != crate::runtime::SeccompProfile::Default).then_some("--seccomp"),
+        (spec.kernel != KernelChoice::Builtin && !qemu).then_some("--kernel"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!given.is_empty()).then(|| {
+        format!(
+            "{} not applied: the peer {kind} runs with its own defaults (these are cvm's options)",
+            given.join(", ")
+        )
+    })
+}
+
+/// isa-debug-exit makes QEMU exit with `(value << 1) | 1`, the guest writing the program's
+/// status + 1 (`exit_port_value` in the guest kernel). Any other exit is QEMU's own failure:
+/// the runtime could not do its job, said with its last line.
+fn decode_qemu_exit(record: &mut RunRecord) -> Result<()> {
+    if record.outcome != Outcome::Exited {
+        return Ok(()); // timed out, interrupted, or QEMU killed by a signal: as recorded
     }
+    let status = record.exit_code;
+    if status & 1 == 0 || status < 3 {
+        let why = whole_command::last_line(&record.stderr)
+            .or_else(|| whole_command::last_line(&record.stdout))
+            .unwrap_or("no message");
+        bail!("qemu failed (exit status {status}): {why}");
+    }
+    match (status >> 1) - 1 {
+        126 => {
+            record.exit_code = 126;
+            record.notes.push(
+                "the program ended with status 126 or more, or was killed by a signal: isa-debug-exit \
+                 cannot tell which"
+                    .into(),
+            );
+        }
+        program => record.exit_code = program,
+    }
+    Ok(())
 }
 
 /// A peer's version line for `cvm doctor` and the report, or why it is missing.
@@ -242,14 +343,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn qemu_exit_status_is_the_guest_value() {
-        let mut record = RunRecord::new(RuntimeKind::Qemu, "builtin", "hello", &[]);
-        record.exit_code = 1;
-        decode_qemu_exit(&mut record);
-        assert_eq!(record.exit_code, 0);
-        record.exit_code = 7;
-        decode_qemu_exit(&mut record);
-        assert_eq!(record.exit_code, 3);
+    fn qemu_exit_status_is_the_guest_value_and_qemus_own_failure_is_an_error() {
+        let decoded = |status: i32| {
+            let mut record = RunRecord::new(RuntimeKind::Qemu, "builtin", "hello", &[]);
+            record.exit_code = status;
+            decode_qemu_exit(&mut record).map(|()| record.exit_code)
+        };
+        assert_eq!(decoded(3).unwrap(), 0);
+        assert_eq!(decoded(5).unwrap(), 1);
+        assert_eq!(decoded(255).unwrap(), 126);
+        assert!(decoded(1).is_err(), "QEMU's own exit 1");
+        assert!(decoded(0).is_err());
+        assert!(decoded(2).is_err());
     }
 
     #[test]

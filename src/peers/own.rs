@@ -12,6 +12,9 @@ use crate::program::Program;
 use crate::record::{RunRecord, RuntimeKind};
 use crate::runtime::{RunSpec, Runtime};
 
+/// How long a `cvm run` command gets to clean up after its timeout or a stop request.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct WholeCommandRuntime {
     kind: RuntimeKind,
     /// The cvm executable to spawn.
@@ -60,7 +63,11 @@ impl Runtime for WholeCommandRuntime {
 
     fn run(&self, spec: &RunSpec) -> Result<RunRecord> {
         let argv = self.command(spec)?;
-        let finished = whole_command::run(&argv, spec)?;
+        // The command has the run's timeout itself and tears its run down when it ends or is
+        // told to stop (SIGTERM): cvm waits a little longer and asks it first, and kills it
+        // only if it does not stop.
+        let kill = whole_command::KillScope::Politely { grace: STOP_GRACE };
+        let finished = whole_command::run(&argv, spec, kill, spec.timeout + STOP_GRACE)?;
         let text = String::from_utf8_lossy(&finished.done.stdout.bytes);
         let Some(mut record) = text.lines().rev().find_map(|line| serde_json::from_str::<RunRecord>(line).ok()) else {
             if finished.done.stdout.dropped > 0 {

@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 
 use crate::record::{RunRecord, RuntimeKind, WholeCommand};
 use crate::runtime::spawn;
-use crate::runtime::supervise::{pipe, supervise, KillScope, Supervised, Watched};
+pub use crate::runtime::supervise::KillScope;
+use crate::runtime::supervise::{pipe, supervise, Supervised, Watched};
 use crate::runtime::RunSpec;
 
 /// A finished command: what it printed and how it ended, and the whole-command measure.
@@ -21,8 +22,8 @@ pub struct Finished {
 }
 
 /// Runs `argv` (program path first) once with stdin from /dev/null and its output captured,
-/// killing its process group at `spec.timeout` or on Ctrl-C.
-pub fn run(argv: &[String], spec: &RunSpec) -> Result<Finished> {
+/// stopping it (`kill`) at `deadline` after the spawn or on Ctrl-C.
+pub fn run(argv: &[String], spec: &RunSpec, kill: KillScope, deadline: std::time::Duration) -> Result<Finished> {
     let (program, args) = argv.split_first().context("an empty command")?;
     let (stdout, stdout_for_child) = pipe()?;
     let (stderr, stderr_for_child) = pipe()?;
@@ -41,8 +42,8 @@ pub fn run(argv: &[String], spec: &RunSpec) -> Result<Finished> {
         pidfd: &child.pidfd,
         stdout,
         stderr,
-        kill: KillScope::ProcessGroup,
-        deadline: start + spec.timeout,
+        kill,
+        deadline: start + deadline,
         echo: spec.echo_output,
     })?;
     // The kernel's exit record of the command's process has its own peak after exec;
@@ -84,16 +85,57 @@ pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    // Only absolute directories: an empty entry would mean the current one.
     std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
-/// The first line of `program --version` (or `-version`), for `cvm doctor` and the report.
+/// The first line of `program --version` (or `-version`), for `cvm doctor` and the report,
+/// without control characters (a tool's output must not drive the terminal).
 pub fn version_line(program: &Path, flag: &str) -> Option<String> {
-    let out = std::process::Command::new(program).arg(flag).stdin(std::process::Stdio::null()).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().map(str::trim).find(|line| !line.is_empty()).map(str::to_string)
+    let (_, stdout) = run_briefly(program, &[flag], HELPER_LIMIT)?;
+    let text = String::from_utf8_lossy(&stdout);
+    let line = text.lines().map(str::trim).find(|line| !line.is_empty())?;
+    Some(line.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
+}
+
+/// How long a helper command (a version query, `runc delete`) may take before cvm gives up
+/// on it and kills it.
+pub const HELPER_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `program args` with no input and at most `limit` of time (less on Ctrl-C): its exit
+/// status and the first 64 KiB of its stdout, or None when it could not start or was killed.
+pub fn run_briefly(program: &Path, args: &[&str], limit: std::time::Duration) -> Option<(i32, Vec<u8>)> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline && crate::interrupt::requested().is_none() => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            _ => break None,
+        }
+    };
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    };
+    let mut stdout = Vec::new();
+    if let Some(pipe) = child.stdout.take() {
+        let _ = pipe.take(64 << 10).read_to_end(&mut stdout);
+    }
+    Some((status.code().unwrap_or(-1), stdout))
 }
 
 /// The last non-empty line a failed command wrote on stderr (its one-line reason).

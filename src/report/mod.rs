@@ -246,7 +246,7 @@ fn problems(model: &ReportModel) -> Vec<String> {
         for (runtime, reason) in machine.unavailable() {
             out.push(format!("{on}**{runtime}** was not run: {reason}"));
         }
-        for cell in &machine.cells {
+        for cell in machine.cells.iter().chain(&machine.peer_cells) {
             for failure in &cell.summary.failed {
                 out.push(format!(
                     "{on}{} on {}: run {} failed ({}) and is excluded from the statistics",

@@ -36,6 +36,17 @@ fn machines_with_peers(model: &ReportModel) -> impl Iterator<Item = &MachineView
     model.machines.iter().filter(|m| !m.peer_cells.is_empty())
 }
 
+/// The workloads of the peer view, in the order they first appear.
+fn peer_workloads(model: &ReportModel) -> Vec<String> {
+    let mut workloads: Vec<String> = Vec::new();
+    for cell in model.machines.iter().flat_map(|m| &m.peer_cells) {
+        if !workloads.contains(&cell.workload_label) {
+            workloads.push(cell.workload_label.clone());
+        }
+    }
+    workloads
+}
+
 fn median(cell: &CellView, metric: Metric) -> Option<f64> {
     cell.has_data().then(|| cell.metric(metric).map(|s| s.median)).flatten()
 }
@@ -48,10 +59,12 @@ fn peer_cell<'a>(machine: &'a MachineView, workload: &str, runtime: RuntimeKind)
 /// QEMU), so each peer is read against what cvm offers in its place.
 pub fn table(model: &ReportModel) -> Option<Table> {
     let mut rows = Vec::new();
+    let several = peer_workloads(model).len() > 1;
     for machine in machines_with_peers(model) {
         for cell in &machine.peer_cells {
             let on = if model.multi_machine() { format!(" @ {}", machine.label) } else { String::new() };
-            let name = format!("{}{on}", label(cell.runtime));
+            let workload = if several { format!(" · {}", cell.workload_label) } else { String::new() };
+            let name = format!("{}{workload}{on}", label(cell.runtime));
             if let Some(reason) = &cell.unavailable {
                 let _ = reason; // said in the reading below the table
                 rows.push(vec![
@@ -124,10 +137,10 @@ fn cvm_counterpart(runtime: RuntimeKind) -> RuntimeKind {
 /// Every whole-command run of every runtime, as box plots (log axis when QEMU is there).
 pub fn chart(model: &ReportModel) -> Option<Chart> {
     let mut groups = Vec::new();
-    let mut workload = String::new();
+    // One workload per chart: the first (hello in `cvm compare --peers`).
+    let workload = peer_workloads(model).into_iter().next()?;
     for (shade, machine) in machines_with_peers(model).enumerate() {
-        for cell in machine.peer_cells.iter().filter(|c| c.has_data()) {
-            workload = cell.workload_label.clone();
+        for cell in machine.peer_cells.iter().filter(|c| c.has_data() && c.workload_label == workload) {
             let samples: Vec<f64> =
                 cell.records.iter().filter(|r| r.succeeded()).filter_map(|r| Metric::CommandWall.value(r)).collect();
             let Some(shape) = TukeyBox::of(&samples) else { continue };
@@ -164,8 +177,9 @@ pub fn chart(model: &ReportModel) -> Option<Chart> {
 /// against QEMU on the same guest, and the peers that could not run.
 pub fn reading(model: &ReportModel) -> Vec<String> {
     let mut out = Vec::new();
-    for machine in machines_with_peers(model) {
-        let Some(workload) = machine.peer_cells.first().map(|c| c.workload_label.clone()) else { continue };
+    for (machine, workload) in
+        machines_with_peers(model).flat_map(|m| peer_workloads(model).into_iter().map(move |w| (m, w)))
+    {
         let wall = |runtime| peer_cell(machine, &workload, runtime).and_then(|c| median(c, Metric::CommandWall));
         let rss = |runtime| peer_cell(machine, &workload, runtime).and_then(|c| median(c, Metric::CommandPeakRss));
         let ms = |ns: f64| format!("{:.2} ms", ns / 1e6);
@@ -203,7 +217,11 @@ pub fn reading(model: &ReportModel) -> Vec<String> {
             }
             out.push(format!("{sentence}."));
         }
-        for cell in machine.peer_cells.iter().filter(|c| c.unavailable.is_some()) {
+        // Once per machine: with the first workload.
+        let first = peer_workloads(model).first() == Some(&workload);
+        for cell in
+            machine.peer_cells.iter().filter(|c| first && c.unavailable.is_some() && c.workload_label == workload)
+        {
             out.push(format!(
                 "{} was not measured: {}.",
                 label(cell.runtime),

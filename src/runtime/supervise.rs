@@ -148,6 +148,9 @@ pub enum KillScope {
     ProcessGroup,
     /// Only the direct child: pid 1 of a pid namespace, whose death ends everything inside.
     Process,
+    /// A child that cleans up after itself (another cvm, which has cgroups and mounts to
+    /// remove): SIGTERM first, then the whole process group SIGKILLed after `grace`.
+    Politely { grace: Duration },
 }
 
 /// The most output read between two looks at the deadline.
@@ -342,6 +345,28 @@ fn drain(
 
 /// SIGKILL to the child (and its process group).
 fn stop(pid: libc::pid_t, pidfd: &OwnedFd, kill: KillScope) {
+    if let KillScope::Politely { grace } = kill {
+        let mut ready = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: signalling through our own pidfd; poll on one pollfd we own.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGTERM,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && ready.revents == 0 {
+                let wait = (deadline - Instant::now()).as_millis().max(1) as i32;
+                if libc::poll(&mut ready, 1, wait) < 0
+                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
+                    break;
+                }
+            }
+        }
+    }
     // SAFETY: signalling through our own pidfd cannot reach a reused pid; the group kill is
     // safe while the leader is unreaped (its pid, and so the group id, cannot be reused).
     unsafe {
@@ -352,7 +377,7 @@ fn stop(pid: libc::pid_t, pidfd: &OwnedFd, kill: KillScope) {
             std::ptr::null::<libc::siginfo_t>(),
             0,
         );
-        if kill == KillScope::ProcessGroup {
+        if matches!(kill, KillScope::ProcessGroup | KillScope::Politely { .. }) {
             libc::kill(-pid, libc::SIGKILL);
         }
     }

@@ -101,7 +101,11 @@ impl GuestCpu {
                 _ => {}
             }
         }
-        vcpu.set_cpuid2(&cpuid).context("setting the vCPU's CPUID")?;
+        if let Err(error) = vcpu.set_cpuid2(&cpuid) {
+            // Should the cached answer be what KVM refuses, the next run asks KVM again.
+            supported_cache::remove();
+            return Err(error).context("setting the vCPU's CPUID (cvm's cached copy of KVM's answer was removed)");
+        }
         let msrs = Msrs::from_entries(&[kvm_msr_entry {
             index: MSR_IA32_MISC_ENABLE,
             data: MISC_ENABLE_FAST_STRING,
@@ -136,8 +140,25 @@ mod supported_cache {
         read_from(&path()?)
     }
 
+    /// The file: the entries' bytes, then their FNV-1a hash (8 bytes, little-endian), so a
+    /// torn or damaged file is asked again, never used.
     pub fn read_from(path: &std::path::Path) -> Option<CpuId> {
-        let bytes = std::fs::read(path).ok()?;
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        // A regular file of at most the largest answer: not a FIFO (which would block) nor a
+        // link to a device (which would never end).
+        let file =
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).ok()?;
+        let limit = (KVM_MAX_CPUID_ENTRIES * ENTRY + 8) as u64;
+        if !file.metadata().is_ok_and(|m| m.is_file() && m.len() <= limit) {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.take(limit + 1).read_to_end(&mut bytes).ok()?;
+        let (bytes, hash) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
+        if u64::from_le_bytes(hash.try_into().ok()?) != fnv1a(bytes) {
+            return None;
+        }
         if bytes.is_empty() || bytes.len() % ENTRY != 0 || bytes.len() / ENTRY > KVM_MAX_CPUID_ENTRIES {
             return None;
         }
@@ -155,6 +176,17 @@ mod supported_cache {
     }
 
     /// Keeps KVM's answer for the next runs; a failure only costs the next run the question.
+    /// Forgets the cached answer (KVM refused it): the next run asks KVM again.
+    pub fn remove() {
+        if let Some(path) = path() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    }
+
     pub fn write(cpuid: &CpuId) {
         if let Some(path) = path() {
             write_to(&path, cpuid);
@@ -170,7 +202,9 @@ mod supported_cache {
             let _ = std::fs::create_dir_all(dir);
         }
         let staging = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&staging, bytes).is_ok() && std::fs::rename(&staging, path).is_err() {
+        let mut contents = bytes.to_vec();
+        contents.extend_from_slice(&fnv1a(bytes).to_le_bytes());
+        if std::fs::write(&staging, contents).is_ok() && std::fs::rename(&staging, path).is_err() {
             let _ = std::fs::remove_file(&staging);
         }
     }
@@ -218,6 +252,18 @@ mod tests {
         assert_eq!(back.as_slice(), cpuid.as_slice());
         std::fs::write(&path, [1u8; 7]).unwrap();
         assert!(supported_cache::read_from(&path).is_none(), "a torn file");
+        supported_cache::write_to(&path, &cpuid);
+        let mut damaged = std::fs::read(&path).unwrap();
+        damaged[20] ^= 0x40;
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(supported_cache::read_from(&path).is_none(), "a changed register");
+        let fifo = dir.path().join("fifo");
+        let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+        assert!(supported_cache::read_from(&fifo).is_none(), "a FIFO is not read (nor waited on)");
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        assert!(supported_cache::read_from(&dir.path().join("zero")).is_none(), "a link is not followed");
         let no_leaf_one = CpuId::from_entries(&entries[..1]).unwrap();
         supported_cache::write_to(&path, &no_leaf_one);
         assert!(supported_cache::read_from(&path).is_none(), "leaf 1 missing");

@@ -170,7 +170,7 @@ pub extern "C" fn handle_exception(frame: &mut UserFrame) {
     });
     if crate::qemu_mode() {
         // isa-debug-exit: end QEMU with status 128 + signal, as a crashed process would.
-        out32(port::EXIT, 128 + signal);
+        out32(port::EXIT, crate::exit_port_value(128 + signal));
     }
     halt_forever()
 }
@@ -187,7 +187,7 @@ fn out_of_memory(rip: u64, address: u64) -> ! {
         ..Default::default()
     });
     if crate::qemu_mode() {
-        out32(port::EXIT, 128 + 9);
+        out32(port::EXIT, crate::exit_port_value(128 + 9));
     }
     crate::cpu::spin_forever()
 }
@@ -197,7 +197,7 @@ fn out_of_memory(rip: u64, address: u64) -> ! {
 pub fn report_panic(rip: u64) -> ! {
     report(FaultReport { kind: fault_kind::KERNEL, vector: 0xff, rip, signal: SIGSEGV, ..Default::default() });
     if crate::qemu_mode() {
-        out32(port::EXIT, 128 + SIGSEGV);
+        out32(port::EXIT, crate::exit_port_value(128 + SIGSEGV));
     }
     // A panic may happen in the syscall path, where `hlt` is not allowed on PVM.
     crate::cpu::spin_forever()

@@ -49,6 +49,18 @@ pub fn qemu_mode() -> bool {
     QEMU_MODE.get()
 }
 
+/// What the kernel writes to the exit port for the program's `status` (128 + n: killed by
+/// signal n). Under QEMU, isa-debug-exit ends QEMU with `(value << 1) | 1`, and QEMU's own
+/// failures exit 1: the value is `status + 1`, so 1 never comes from the guest, and every
+/// status from 126 up (a signal among them) is 127, which cvm reports as "126 or more".
+pub fn exit_port_value(status: u32) -> u32 {
+    if qemu_mode() {
+        status.min(126) + 1
+    } else {
+        status
+    }
+}
+
 /// BootInfo's KERNEL_CLOSED: system calls enter through the page fault (fault.rs).
 static KERNEL_CLOSED: Global<bool> = Global::new(false);
 

@@ -277,7 +277,7 @@ pub fn exit_thread(frame: &mut UserFrame, status: u64) {
 
 /// `exit_group`: the program ends with `status`; the VMM stops every vCPU.
 pub fn exit(status: u64) -> ! {
-    out32(port::EXIT, status as u32 & 0xff);
+    out32(port::EXIT, crate::exit_port_value(status as u32 & 0xff));
     // The VMM ends the run on that write; `hlt` is not allowed in the syscall path.
     cpu::spin_forever()
 }

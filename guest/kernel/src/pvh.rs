@@ -6,7 +6,8 @@
 //! before the guest runs: page tables (1 GiB identity, 2 MiB pages, the kernel's 4 MiB
 //! supervisor-only), long mode; then [`pvh_main`] loads the program ELF from the first module,
 //! builds its stack and a BootInfo, and joins the normal boot path. Console: COM1; exit:
-//! isa-debug-exit at port 0xf4 (QEMU exits with status (value << 1) | 1).
+//! isa-debug-exit at port 0xf4 (QEMU exits with status (value << 1) | 1; the value is the
+//! program's status + 1, see `exit_port_value`).
 
 use core::arch::global_asm;
 
@@ -128,7 +129,8 @@ fn fail(message: &[u8]) -> ! {
     crate::console::serial_write(b"cvm-guest (pvh): ");
     crate::console::serial_write(message);
     crate::console::serial_write(b"\n");
-    cpu::out32(cvm_guest_abi::port::EXIT, 127);
+    // 0: QEMU exits 1, as when it fails itself (the guest's own statuses are 3 and up).
+    cpu::out32(cvm_guest_abi::port::EXIT, 0);
     cpu::halt_forever()
 }
 
@@ -159,6 +161,7 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     // `cvm.syscall_may_fault` (`cvm run --runtime qemu` does). `cvm.argv0=NAME`: the program's
     // argv[0] (multi-call programs such as busybox choose what to be by it).
     let mut argv0: (u64, u64) = (0, 0);
+    let mut tsc_khz = 0;
     while cmdline != 0 && starts_with(cmdline, b"cvm.") {
         let len = word_len(cmdline);
         if starts_with(cmdline, SYSCALL_MAY_FAULT_OPTION) && len == SYSCALL_MAY_FAULT_OPTION.len() as u64 {
@@ -166,6 +169,9 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         } else if starts_with(cmdline, ARGV0_OPTION) {
             let name = ARGV0_OPTION.len() as u64;
             argv0 = (cmdline + name, len - name);
+        } else if starts_with(cmdline, TSC_KHZ_OPTION) {
+            let name = TSC_KHZ_OPTION.len() as u64;
+            tsc_khz = parse_decimal(cmdline + name, len - name);
         }
         cmdline += len;
         while peek::<u8>(cmdline) == b' ' {
@@ -180,7 +186,9 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     // A quarter of the free memory for the break, the rest for mmap, as cvm's VMM does.
     boot.brk_limit = boot.brk_start + (((boot.stack_bottom - boot.brk_start) / 4) & !(PAGE_SIZE - 1));
     boot.user_stack_pointer = build_stack(ram_end, cmdline, boot);
-    boot.tsc_khz = calibrate_tsc_khz();
+    // The PIT calibration needs port 0x61, which QEMU's microvm may not have (it then ends at
+    // once and the clock runs hundreds of times fast): cvm passes the host's TSC rate.
+    boot.tsc_khz = if tsc_khz != 0 { tsc_khz } else { calibrate_tsc_khz() };
     boot.realtime_ns_at_boot = rtc_seconds() * 1_000_000_000;
     boot.syscall_counts_addr = COUNTS.as_ptr() as u64;
     boot.hostname[..8].copy_from_slice(b"cvm-qemu");
@@ -188,9 +196,23 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
 }
 
 /// Command-line options of this kernel (leading words): the program's system calls may fault
-/// on entry; the program's argv[0].
+/// on entry; the program's argv[0]; the TSC's rate in kHz.
 const SYSCALL_MAY_FAULT_OPTION: &[u8] = b"cvm.syscall_may_fault";
 const ARGV0_OPTION: &[u8] = b"cvm.argv0=";
+const TSC_KHZ_OPTION: &[u8] = b"cvm.tsc_khz=";
+
+/// The decimal number in the `len` bytes at `address`; 0 when they are not one.
+fn parse_decimal(address: u64, len: u64) -> u64 {
+    let mut value: u64 = 0;
+    for i in 0..len {
+        let digit = peek::<u8>(address + i);
+        if !digit.is_ascii_digit() || len > 12 {
+            return 0;
+        }
+        value = value * 10 + u64::from(digit - b'0');
+    }
+    value
+}
 
 /// Where `cvm.argv0=` put the program's name in the command line, and its length.
 static ARGV0: Global<(u64, u64)> = Global::new((0, 0));

@@ -617,7 +617,7 @@ pub fn terminate(signal: u32) -> ! {
     let report = FaultReport { kind: fault_kind::SIGNALED, signal, ..Default::default() };
     if crate::qemu_mode() {
         console::serial_write(b"cvm-guest: the program was killed by a signal\n");
-        out32(port::EXIT, 128 + signal);
+        out32(port::EXIT, crate::exit_port_value(128 + signal));
     } else {
         crate::fault::report(report);
     }
