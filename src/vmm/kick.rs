@@ -15,30 +15,27 @@ use anyhow::{Context, Result};
 
 pub const KICK_PERIOD: Duration = Duration::from_millis(50);
 
-/// A vCPU's host thread, to kick. (A pointer on musl, an integer on glibc: either way only an
-/// identifier, which any thread may use while the thread lives.)
+/// A vCPU's host thread, to kick: its kernel thread id. Not a pthread_t: the end of a run
+/// kicks every vCPU thread, some of which may have returned already, and with musl
+/// `pthread_kill` on a finished thread reads freed memory (a crash seen under load with 4
+/// vCPUs); `tgkill` of a finished thread is only ESRCH.
 #[derive(Clone, Copy, Debug)]
-pub struct VcpuThread(libc::pthread_t);
-
-// SAFETY: a pthread_t is an identifier passed to pthread_kill; nothing is dereferenced here.
-unsafe impl Send for VcpuThread {}
-// SAFETY: as above.
-unsafe impl Sync for VcpuThread {}
+pub struct VcpuThread(libc::pid_t);
 
 impl VcpuThread {
     /// The calling thread.
     pub fn current() -> VcpuThread {
-        // SAFETY: pthread_self has no preconditions.
-        VcpuThread(unsafe { libc::pthread_self() })
+        // SAFETY: gettid has no preconditions.
+        VcpuThread(unsafe { libc::syscall(libc::SYS_gettid) } as libc::pid_t)
     }
 }
 
 /// Sends the kick signal to `thread` now: its `KVM_RUN` (or park) returns at once.
 pub fn kick_thread(thread: VcpuThread) {
     install_handler();
-    // SAFETY: the thread is a live vCPU thread of this process (run.rs joins them after);
-    // the signal's handler does nothing.
-    unsafe { libc::pthread_kill(thread.0, kick_signal()) };
+    // SAFETY: tgkill only signals a thread of this process (a reused id can only be another
+    // thread of cvm, for which the kick's handler does nothing either).
+    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), thread.0, kick_signal()) };
 }
 
 /// The signal used to kick the vCPU out of `KVM_RUN`.
