@@ -40,20 +40,7 @@ pub fn render(model: &ReportModel) -> String {
             let _ = writeln!(out, "Not run: {runtime}: {reason}");
         }
         for cell in &machine.cells {
-            if !cell.summary.failed.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "Failed: {} of {} runs of {} on {} ({}) — excluded from the statistics",
-                    cell.summary.failed.len(),
-                    cell.summary.runs,
-                    cell.workload_label,
-                    cell.runtime,
-                    cell.summary.failed[0].reason
-                );
-            }
-            for error in &cell.errors {
-                let _ = writeln!(out, "Error: {} on {}: {error}", cell.workload_label, cell.runtime);
-            }
+            super::failures(&mut out, cell, &cell.runtime.to_string(), "");
             if cell.summary.total_outliers() > 0 {
                 let _ = writeln!(
                     out,

@@ -15,23 +15,29 @@ pub fn peer_view(model: &crate::report::model::ReportModel) -> String {
         let _ = writeln!(out, "  • {}", text_table::plain(&sentence));
     }
     for cell in model.machines.iter().flat_map(|m| &m.peer_cells) {
-        let label = crate::report::peers::label(cell.runtime);
-        if let Some(failure) = cell.summary.failed.first() {
-            let _ = writeln!(
-                out,
-                "  Failed: {} of {} runs of {} on {label} ({}) — excluded from the statistics",
-                cell.summary.failed.len(),
-                cell.summary.runs,
-                cell.workload_label,
-                failure.reason
-            );
-        }
-        for error in &cell.errors {
-            let _ = writeln!(out, "  Error: {} on {label}: {}", cell.workload_label, text_table::plain(error));
-        }
+        failures(&mut out, cell, &crate::report::peers::label(cell.runtime), "  ");
     }
     out.push('\n');
     out
+}
+
+/// A cell's failed runs (the first one's reason) and the errors that stopped its runtime, one
+/// line each; `name` is how the runtime is called there.
+pub fn failures(out: &mut String, cell: &crate::report::model::CellView, name: &str, indent: &str) {
+    use std::fmt::Write;
+    if let Some(failure) = cell.summary.failed.first() {
+        let _ = writeln!(
+            out,
+            "{indent}Failed: {} of {} runs of {} on {name} ({}) — excluded from the statistics",
+            cell.summary.failed.len(),
+            cell.summary.runs,
+            cell.workload_label,
+            failure.reason
+        );
+    }
+    for error in &cell.errors {
+        let _ = writeln!(out, "{indent}Error: {} on {name}: {error}", cell.workload_label);
+    }
 }
 
 /// Writes to stdout; a closed pipe (`cvm compare | head`) ends the output quietly instead of

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::image::bundle::{runtime_config, BundleRoot};
 use crate::image::digest::Digest;
+use crate::image::layout::staging_path;
 use crate::runtime::container::image as container_image;
 use crate::runtime::RunSpec;
 
@@ -43,7 +44,7 @@ pub fn prepare(spec: &RunSpec) -> Result<PathBuf> {
     // The folder is named by its config's digest: a config that is not that one is made again.
     if std::fs::read(dir.join("config.json")).ok().as_deref() != Some(config.as_slice()) {
         let _ = std::fs::remove_dir_all(&dir);
-        let staging = staging_beside(&dir);
+        let staging = staging_path(dir.parent().context("a config folder has a parent")?, "config");
         std::fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
         std::fs::write(staging.join("config.json"), &config)?;
         if std::fs::rename(&staging, &dir).is_err() {
@@ -57,7 +58,7 @@ pub fn prepare(spec: &RunSpec) -> Result<PathBuf> {
 /// The root file system: the image's program linked (or copied) beside empty mount points,
 /// made in a staging folder and renamed into place.
 fn build_rootfs(base: &Path, layer: &Path, program: &str) -> Result<()> {
-    let staging = staging_beside(&base.join("rootfs"));
+    let staging = staging_path(base, "rootfs");
     for dir in DIRECTORIES {
         std::fs::create_dir_all(staging.join(dir)).with_context(|| format!("cannot create {}", staging.display()))?;
     }
@@ -74,11 +75,4 @@ fn build_rootfs(base: &Path, layer: &Path, program: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn staging_beside(path: &Path) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!(".staging-{}-{n}-{name}", std::process::id()))
 }

@@ -100,25 +100,29 @@ fn startup_phases(model: &ReportModel, workload: &str) -> Option<Chart> {
     }))
 }
 
+/// One box of a box plot: `metric` in every successful run of `cell`; None without any.
+pub(crate) fn box_group(label: String, cell: &CellView, metric: Metric, shade: usize) -> Option<BoxGroup> {
+    let samples: Vec<f64> = cell.records.iter().filter(|r| r.succeeded()).filter_map(|r| metric.value(r)).collect();
+    let shape = TukeyBox::of(&samples)?;
+    Some(BoxGroup {
+        label,
+        color: color_of(cell.runtime),
+        shade,
+        shape: BoxShape {
+            q1: shape.q1,
+            median: shape.median,
+            q3: shape.q3,
+            whisker_low: shape.whisker_low,
+            whisker_high: shape.whisker_high,
+        },
+        samples,
+    })
+}
+
 fn startup_distribution(model: &ReportModel, workload: &str) -> Option<Chart> {
     let groups: Vec<BoxGroup> = cells_of(model, workload)
         .filter_map(|(shade, machine, cell)| {
-            let samples: Vec<f64> =
-                cell.records.iter().filter(|r| r.succeeded()).filter_map(|r| Metric::Total.value(r)).collect();
-            let shape = TukeyBox::of(&samples)?;
-            Some(BoxGroup {
-                label: model.series_label(machine, cell.runtime),
-                color: color_of(cell.runtime),
-                shade,
-                shape: BoxShape {
-                    q1: shape.q1,
-                    median: shape.median,
-                    q3: shape.q3,
-                    whisker_low: shape.whisker_low,
-                    whisker_high: shape.whisker_high,
-                },
-                samples,
-            })
+            box_group(model.series_label(machine, cell.runtime), cell, Metric::Total, shade)
         })
         .collect();
     if groups.is_empty() {

@@ -3,13 +3,12 @@
 //! same measure: the time a user waits for the command, and the peak RSS of the command's own
 //! process (the tool, not the program it starts). Built from the model's `peer_cells` only.
 
-use super::charts::color_of;
+use super::charts::box_group;
 use super::document::{Block, Table};
 use super::model::{CellView, MachineView, ReportModel};
-use crate::plot::box_plot::BoxShape;
-use crate::plot::{BoxGroup, BoxPlotChart, Chart, Quantity};
+use crate::plot::{BoxPlotChart, Chart, Quantity};
 use crate::record::RuntimeKind;
-use crate::stats::{Metric, Ratio, TukeyBox};
+use crate::stats::{Metric, Ratio};
 
 /// "cvm container" or "runc": whose tool the row is.
 pub fn label(runtime: RuntimeKind) -> String {
@@ -141,23 +140,8 @@ pub fn chart(model: &ReportModel) -> Option<Chart> {
     let workload = peer_workloads(model).into_iter().next()?;
     for (shade, machine) in machines_with_peers(model).enumerate() {
         for cell in machine.peer_cells.iter().filter(|c| c.has_data() && c.workload_label == workload) {
-            let samples: Vec<f64> =
-                cell.records.iter().filter(|r| r.succeeded()).filter_map(|r| Metric::CommandWall.value(r)).collect();
-            let Some(shape) = TukeyBox::of(&samples) else { continue };
             let on = if model.multi_machine() { format!(" @ {}", machine.label) } else { String::new() };
-            groups.push(BoxGroup {
-                label: format!("{}{on}", label(cell.runtime)),
-                color: color_of(cell.runtime),
-                shade,
-                shape: BoxShape {
-                    q1: shape.q1,
-                    median: shape.median,
-                    q3: shape.q3,
-                    whisker_low: shape.whisker_low,
-                    whisker_high: shape.whisker_high,
-                },
-                samples,
-            });
+            groups.extend(box_group(format!("{}{on}", label(cell.runtime)), cell, Metric::CommandWall, shade));
         }
     }
     if groups.len() < 2 {

@@ -201,12 +201,9 @@ mod supported_cache {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let staging = path.with_extension(format!("tmp{}", std::process::id()));
         let mut contents = bytes.to_vec();
         contents.extend_from_slice(&fnv1a(bytes).to_le_bytes());
-        if std::fs::write(&staging, contents).is_ok() && std::fs::rename(&staging, path).is_err() {
-            let _ = std::fs::remove_file(&staging);
-        }
+        let _ = crate::image::layout::write_atomically(path, &contents);
     }
 }
 
