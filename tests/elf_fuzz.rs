@@ -109,7 +109,7 @@ fn mutated_programs_never_panic_or_wrap_in_the_reader_and_loader_with_kvm() {
         let Ok(plan) = VmPlan::new(&request) else { continue };
         let mut vm = builder::build(&plan, &Narrator::new(false)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(1);
-        let devices = Devices::builtin(1, false, deadline).unwrap();
+        let devices = Devices::builtin(1, false, deadline, vm.page_table_pool).unwrap();
         // Any way the run ends is fine; an error of the VMM itself or a hang is not.
         run::run_all(&mut vm.vcpus, &vm.ram, &devices, deadline).unwrap();
         booted += 1;

@@ -349,7 +349,7 @@ fn run_kernel(image: &[u8], timeout: Duration) -> Ended {
     };
     let plan = VmPlan::new(&request).unwrap();
     let mut vm = builder::build(&plan, &Narrator::new(false)).unwrap();
-    let devices = Devices::builtin(1, false, Instant::now() + timeout).unwrap();
+    let devices = Devices::builtin(1, false, Instant::now() + timeout, vm.page_table_pool).unwrap();
     let outcome = run::run_all(&mut vm.vcpus, &vm.ram, &devices, Instant::now() + timeout).unwrap();
     Ended { stop: outcome.stop, exits: outcome.exits.to_map(), devices }
 }

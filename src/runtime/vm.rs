@@ -110,7 +110,7 @@ fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
          port access (console output, boot timer, exit) or a fault."
             .into()
     });
-    let devices = Devices::builtin(cpus, spec.echo_output, deadline)?;
+    let devices = Devices::builtin(cpus, spec.echo_output, deadline, vm.page_table_pool)?;
     Ok(Booted { vm, devices, builtin: true, cpu_before, own_before })
 }
 

@@ -70,6 +70,9 @@ pub struct MicroVm {
     pub ram: GuestRam,
     pub fsgsbase: bool,
     pub tsc_khz: u64,
+    /// The free pages of the page-table area the guest kernel takes its new tables from,
+    /// [start, end) (none for a Linux guest).
+    pub page_table_pool: (u64, u64),
 }
 
 /// Opens /dev/kvm, with a one-line fix when it cannot.
@@ -233,7 +236,8 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
             if cpus == 1 { "" } else { "; each gets its number in RSI and its own stack, and all start at once" }
         )
     });
-    Ok(MicroVm { vcpus, _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz })
+    let page_table_pool = page_tables.free_area();
+    Ok(MicroVm { vcpus, _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz, page_table_pool })
 }
 
 /// Builds a VM that boots a Linux kernel image through its PVH entry (see `linux_boot`).
@@ -260,7 +264,7 @@ pub fn build_linux(image: &LinuxImage, ram_bytes: u64, cmdline: &str, narrator: 
          off, as the PVH boot protocol asks; Linux builds its own page tables and switches to long mode itself."
             .into()
     });
-    Ok(MicroVm { vcpus: vec![vcpu], _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz })
+    Ok(MicroVm { vcpus: vec![vcpu], _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz, page_table_pool: (0, 0) })
 }
 
 /// " (took 0.42 ms)": how long a narrated step took, for students comparing the steps.

@@ -24,7 +24,14 @@ use super::memory::GuestRam;
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
 const USER: u64 = 1 << 2;
+const ACCESSED: u64 = 1 << 5;
+const DIRTY: u64 = 1 << 6;
 const LARGE: u64 = 1 << 7;
+/// How every entry is written: present, with the accessed and dirty bits already set (the CPU
+/// ignores "dirty" above the last level). Nothing in cvm reads them, and on hosts without EPT
+/// (PVM, shadow paging) a clear bit costs a fault: KVM first maps a page read-only so that it
+/// can set "dirty" in the guest's entry at the first write, which faults again.
+const MAPPED: u64 = PRESENT | ACCESSED | DIRTY;
 
 const ENTRIES: u64 = 512;
 const GIB: u64 = 1 << 30;
@@ -56,22 +63,22 @@ pub fn build(ram_size: u64) -> Result<Vec<u8>> {
     );
     let table_index = |address: u64| ((address - PAGE_TABLES_ADDR) / 8) as usize;
     let mut tables = vec![0u64; table_index(FIRST_PD_ADDR + directories * PAGE_SIZE)];
-    tables[0] = PDPT_ADDR | PRESENT | WRITABLE | USER;
+    tables[0] = PDPT_ADDR | MAPPED | WRITABLE | USER;
     for directory in 0..directories {
         tables[table_index(PDPT_ADDR) + directory as usize] =
-            (FIRST_PD_ADDR + directory * PAGE_SIZE) | PRESENT | WRITABLE | USER;
+            (FIRST_PD_ADDR + directory * PAGE_SIZE) | MAPPED | WRITABLE | USER;
     }
     let first_pde = table_index(FIRST_PD_ADDR);
     // 4 KiB pages, supervisor-only through their directory entry, page 0 not present. The
     // entries themselves carry U (but for the page tables), ready for the PVM opener.
     for table in 0..KERNEL_PAGE_TABLES {
         let table_address = FIRST_PT_ADDR + table * PAGE_SIZE;
-        tables[first_pde + table as usize] = table_address | PRESENT | WRITABLE;
+        tables[first_pde + table as usize] = table_address | MAPPED | WRITABLE;
         for page in 0..ENTRIES {
             let address = table * LARGE_PAGE_SIZE + page * PAGE_SIZE;
             let opener_ready = if (PAGE_TABLES_ADDR..PAGE_TABLES_END).contains(&address) { 0 } else { USER };
             if address != 0 {
-                tables[table_index(table_address) + page as usize] = address | PRESENT | WRITABLE | opener_ready;
+                tables[table_index(table_address) + page as usize] = address | MAPPED | WRITABLE | opener_ready;
             }
         }
     }
@@ -79,7 +86,7 @@ pub fn build(ram_size: u64) -> Result<Vec<u8>> {
     for page in KERNEL_PAGE_TABLES..ram_size / LARGE_PAGE_SIZE {
         let address = page * LARGE_PAGE_SIZE;
         let access = if address >= USER_BASE { USER } else { 0 };
-        tables[first_pde + page as usize] = address | PRESENT | WRITABLE | LARGE | access;
+        tables[first_pde + page as usize] = address | MAPPED | WRITABLE | LARGE | access;
     }
     Ok(tables.iter().flat_map(|entry| entry.to_le_bytes()).collect())
 }
@@ -103,8 +110,8 @@ impl PageAccess {
     fn bits(self) -> u64 {
         match self {
             PageAccess::None => 0,
-            PageAccess::Read => PRESENT,
-            PageAccess::ReadWrite => PRESENT | WRITABLE,
+            PageAccess::Read => MAPPED,
+            PageAccess::ReadWrite => MAPPED | WRITABLE,
         }
     }
 }
@@ -183,14 +190,43 @@ impl PageTables {
         );
         let table = self.next_table;
         self.next_table += PAGE_SIZE;
-        let base = pde & ADDRESS_MASK & !(LARGE_PAGE_SIZE - 1);
-        let flags = pde & (PRESENT | WRITABLE | USER);
-        let entries: Vec<u8> =
-            (0..ENTRIES).flat_map(|page| ((base + page * PAGE_SIZE) | flags).to_le_bytes()).collect();
-        ram.write(table, &entries)?;
-        ram.write(pde_address, &(table | PRESENT | WRITABLE | USER).to_le_bytes())?;
+        let first = (pde & ADDRESS_MASK & !(LARGE_PAGE_SIZE - 1)) | (pde & (MAPPED | WRITABLE | USER));
+        ram.write(table, &split_entries(first, 0))?;
+        ram.write(pde_address, &(table | MAPPED | WRITABLE | USER).to_le_bytes())?;
         Ok(table)
     }
+}
+
+/// The entries of a table of 4 KiB pages replacing the 2 MiB page whose first 4 KiB page is
+/// `first` (address and access bits), from index `from` on, as bytes.
+fn split_entries(first: u64, from: u64) -> Vec<u8> {
+    (from..ENTRIES).flat_map(|page| (first + page * PAGE_SIZE).to_le_bytes()).collect()
+}
+
+/// Port FILL_PAGE_TABLE (guest ABI): the guest kernel is splitting a 2 MiB page of the
+/// program's memory into the free page-table page `table` of its pool [pool.0, pool.1), and
+/// has set the table's first entry; this writes the other 511. The table is not linked into
+/// the tables yet, so no shadow of it exists that a write from outside would leave stale.
+/// Refuses (the guest kernel has a bug) anything but a page of the pool whose first entry
+/// maps the start of a 2 MiB page of the program's memory.
+pub fn fill_split_table(ram: &GuestRam, pool: (u64, u64), table: u64) -> Result<()> {
+    ensure!(
+        table.is_multiple_of(PAGE_SIZE) && pool.0 <= table && table + PAGE_SIZE <= pool.1,
+        "page table to fill at {table:#x} is not a page of the page-table pool {:#x}..{:#x}",
+        pool.0,
+        pool.1
+    );
+    let first = ram.read_u64(table)?;
+    let base = first & ADDRESS_MASK;
+    ensure!(
+        first & !(ADDRESS_MASK | MAPPED | WRITABLE | USER) == 0
+            && first & USER != 0
+            && base.is_multiple_of(LARGE_PAGE_SIZE)
+            && USER_BASE <= base
+            && base + LARGE_PAGE_SIZE <= ram.size(),
+        "page table to fill at {table:#x} starts with {first:#x}, not the first page of a 2 MiB page of the program"
+    );
+    ram.write(table + 8, &split_entries(first, 1))
 }
 
 #[derive(Debug)]
@@ -235,17 +271,17 @@ mod tests {
         let tables = build(64 << 20).unwrap();
         // PML4, PDPT, one page table, one PD.
         assert_eq!(tables.len(), 4 * 4096);
-        assert_eq!(entry(&tables, PML4_ADDR), PDPT_ADDR | 0b111);
-        assert_eq!(entry(&tables, PDPT_ADDR), FIRST_PD_ADDR | 0b111);
+        assert_eq!(entry(&tables, PML4_ADDR), PDPT_ADDR | MAPPED | WRITABLE | USER);
+        assert_eq!(entry(&tables, PDPT_ADDR), FIRST_PD_ADDR | MAPPED | WRITABLE | USER);
         // 0 and 2 MiB: the kernel's 4 MiB, not reachable from CPL3; the first 2 MiB in 4 KiB pages.
-        assert_eq!(entry(&tables, FIRST_PD_ADDR), FIRST_PT_ADDR | PRESENT | WRITABLE);
+        assert_eq!(entry(&tables, FIRST_PD_ADDR), FIRST_PT_ADDR | MAPPED | WRITABLE);
         assert_eq!(entry(&tables, FIRST_PT_ADDR), 0, "page 0");
-        assert_eq!(entry(&tables, FIRST_PT_ADDR + 8), 0x1000 | PRESENT | WRITABLE | USER);
-        assert_eq!(entry(&tables, FIRST_PT_ADDR + 8 * 8), 0x8000 | PRESENT | WRITABLE, "page tables");
-        assert_eq!(entry(&tables, FIRST_PT_ADDR + 511 * 8), 0x1f_f000 | PRESENT | WRITABLE | USER);
-        assert_eq!(entry(&tables, FIRST_PD_ADDR + 8), (2 << 20) | PRESENT | WRITABLE | LARGE);
-        assert_eq!(entry(&tables, FIRST_PD_ADDR + 16), (4 << 20) | PRESENT | WRITABLE | LARGE | USER);
-        assert_eq!(entry(&tables, FIRST_PD_ADDR + 31 * 8), (62 << 20) | PRESENT | WRITABLE | LARGE | USER);
+        assert_eq!(entry(&tables, FIRST_PT_ADDR + 8), 0x1000 | MAPPED | WRITABLE | USER);
+        assert_eq!(entry(&tables, FIRST_PT_ADDR + 8 * 8), 0x8000 | MAPPED | WRITABLE, "page tables");
+        assert_eq!(entry(&tables, FIRST_PT_ADDR + 511 * 8), 0x1f_f000 | MAPPED | WRITABLE | USER);
+        assert_eq!(entry(&tables, FIRST_PD_ADDR + 8), (2 << 20) | MAPPED | WRITABLE | LARGE);
+        assert_eq!(entry(&tables, FIRST_PD_ADDR + 16), (4 << 20) | MAPPED | WRITABLE | LARGE | USER);
+        assert_eq!(entry(&tables, FIRST_PD_ADDR + 31 * 8), (62 << 20) | MAPPED | WRITABLE | LARGE | USER);
         assert_eq!(entry(&tables, FIRST_PD_ADDR + 32 * 8), 0, "nothing beyond RAM is mapped");
     }
 
@@ -256,10 +292,10 @@ mod tests {
         assert_eq!(walk(&tables, 0xfff), None, "page 0");
         for address in (PAGE_SIZE..LARGE_PAGE_SIZE).step_by(PAGE_SIZE as usize) {
             let (last, user) = walk(&tables, address).unwrap();
-            assert_eq!((last & !USER, user), (address | PRESENT | WRITABLE, false), "{address:#x}");
+            assert_eq!((last & !USER, user), (address | MAPPED | WRITABLE, false), "{address:#x}");
         }
         let (last, user) = walk(&tables, USER_BASE - 1).unwrap();
-        assert_eq!((last, user), ((2 << 20) | PRESENT | WRITABLE | LARGE, false));
+        assert_eq!((last, user), ((2 << 20) | MAPPED | WRITABLE | LARGE, false));
         for address in (USER_BASE..8 << 20).step_by(PAGE_SIZE as usize) {
             let (last, user) = walk(&tables, address).unwrap();
             assert!(user, "{address:#x}");
@@ -272,7 +308,7 @@ mod tests {
     fn several_gibibytes_use_one_directory_each() {
         let tables = build(3 << 30).unwrap();
         assert_eq!(tables.len(), 6 * 4096);
-        assert_eq!(entry(&tables, PDPT_ADDR + 16), (FIRST_PD_ADDR + 2 * 4096) | 0b111);
+        assert_eq!(entry(&tables, PDPT_ADDR + 16), (FIRST_PD_ADDR + 2 * 4096) | MAPPED | WRITABLE | USER);
         assert_eq!(walk(&tables, (3 << 30) - 1).map(|(_, user)| user), Some(true));
     }
 
@@ -293,8 +329,8 @@ mod tests {
         };
         // One page inside a 2 MiB page: split, that page read-only, its neighbours untouched.
         assert!(tables.protect(&ram, USER_BASE + 0x3000, USER_BASE + 0x4000, PageAccess::Read).unwrap());
-        assert_eq!(read_back(USER_BASE + 0x3000).unwrap().0, (USER_BASE + 0x3000) | PRESENT | USER);
-        assert_eq!(read_back(USER_BASE + 0x2000).unwrap().0, (USER_BASE + 0x2000) | PRESENT | WRITABLE | USER);
+        assert_eq!(read_back(USER_BASE + 0x3000).unwrap().0, (USER_BASE + 0x3000) | MAPPED | USER);
+        assert_eq!(read_back(USER_BASE + 0x2000).unwrap().0, (USER_BASE + 0x2000) | MAPPED | WRITABLE | USER);
         // The same again changes nothing; a whole 2 MiB page stays one entry.
         assert!(!tables.protect(&ram, USER_BASE + 0x3000, USER_BASE + 0x4000, PageAccess::Read).unwrap());
         assert!(tables.protect(&ram, 6 << 20, 8 << 20, PageAccess::None).unwrap());
@@ -304,5 +340,33 @@ mod tests {
         assert!(tables.protect(&ram, 0x1000, 0x2000, PageAccess::None).is_err());
         assert!(tables.protect(&ram, USER_BASE + 1, USER_BASE + 0x1000, PageAccess::None).is_err());
         assert!(tables.protect(&ram, 6 << 20, 10 << 20, PageAccess::None).is_err());
+    }
+
+    #[test]
+    fn the_fill_port_writes_a_split_table_and_refuses_anything_else() {
+        let ram = GuestRam::new(8 << 20).unwrap();
+        install(&ram).unwrap();
+        let pool = PageTables::installed(8 << 20).free_area();
+        let table = pool.0;
+        let first = (6 << 20) | MAPPED | USER;
+        ram.write(table, &first.to_le_bytes()).unwrap();
+        fill_split_table(&ram, pool, table).unwrap();
+        assert_eq!(ram.read_u64(table + 8).unwrap(), first + PAGE_SIZE);
+        assert_eq!(ram.read_u64(table + 511 * 8).unwrap(), first + 511 * PAGE_SIZE);
+        // What the VMM writes when it splits matches what it fills for the guest.
+        assert_eq!(split_entries(first, 0)[8..], split_entries(first, 1)[..]);
+
+        let refused = |table: u64, first: u64| {
+            ram.write(table, &first.to_le_bytes()).unwrap();
+            fill_split_table(&ram, pool, table).is_err()
+        };
+        assert!(refused(pool.0 + 8, first), "not page-aligned");
+        assert!(refused(PML4_ADDR, first), "a table in use, below the pool");
+        assert!(fill_split_table(&ram, pool, pool.1).is_err(), "past the pool");
+        assert!(refused(table, (6 << 20) + PAGE_SIZE | MAPPED | USER), "not the start of a 2 MiB page");
+        assert!(refused(table, (2 << 20) | MAPPED | USER), "the kernel's memory");
+        assert!(refused(table, (8 << 20) | MAPPED | USER), "beyond guest RAM");
+        assert!(refused(table, (6 << 20) | MAPPED), "not a user page");
+        assert!(refused(table, (6 << 20) | MAPPED | USER | LARGE), "odd bits");
     }
 }

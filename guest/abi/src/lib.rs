@@ -104,6 +104,14 @@ pub mod port {
     /// runs the program): how the guest makes another vCPU look at a signal for the thread it
     /// runs, without inter-processor interrupts.
     pub const INTERRUPT: u16 = 0x506;
+    /// Fill a new 4 KiB page table that is to replace a 2 MiB page (the guest kernel splits a
+    /// 2 MiB page when part of it changes protection). The value written is the table's
+    /// address, a free page of the page-table pool whose first entry the kernel has already
+    /// set to the 2 MiB page's address and access bits; the VMM writes the other 511 entries
+    /// (the following 4 KiB pages, same bits) and returns. 511 stores cost the guest about
+    /// 2.5 ms on hosts that emulate its kernel code (PVM); the table is not in use yet, so a
+    /// write from outside the guest is safe even under shadow paging.
+    pub const FILL_PAGE_TABLE: u16 = 0x507;
 }
 
 /// Unmapped pages between the mmap area and the user stack: a stack overflow faults there

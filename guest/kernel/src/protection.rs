@@ -105,6 +105,11 @@ pub fn set(start: u64, end: u64, access: Access) -> Result<(), Errno> {
         return Ok(());
     }
     RANGES.with(|ranges| {
+        // The page tables say what the list says: nothing to write, and no door into CPL0
+        // (0.2 ms on PVM) for an mmap of memory that is read-write already.
+        if has_all(ranges, start, end, access) {
+            return Ok(());
+        }
         let saved = *ranges;
         let strongest_before = strongest(ranges, start, end);
         ranges.set(start, end, entry(access))?;
@@ -124,6 +129,23 @@ pub fn set(start: u64, end: u64, access: Access) -> Result<(), Errno> {
         }
         Ok(())
     })
+}
+
+/// True when every page of [start, end) has `access` now.
+fn has_all(ranges: &Ranges, start: u64, end: u64, access: Access) -> bool {
+    match entry(access) {
+        None => ranges.overlapping(start, end).next().is_none(),
+        Some(value) => {
+            let mut covered = start;
+            for range in ranges.overlapping(start, end) {
+                if range.start > covered || range.value != value {
+                    return false;
+                }
+                covered = range.end;
+            }
+            covered >= end
+        }
+    }
 }
 
 /// The most access any page of [start, end) has now.

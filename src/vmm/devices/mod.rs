@@ -22,7 +22,7 @@ use super::VmStop;
 use crate::runtime::relay::Stalled;
 use boot_timer::BootTimer;
 use console::{ConsoleError, ProgramConsole};
-use protect::ShootdownPort;
+use protect::{FillTablePort, ShootdownPort};
 use serial::SerialConsole;
 use sleep::{SleepDevice, WakePort};
 use timer::TimerDevice;
@@ -52,9 +52,10 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Devices {
     /// What the builtin guest kernel uses: serial, exit, boot timer, ConsoleWrite, fault report,
-    /// Sleep, Wake, Timer, TLB shootdown and Interrupt; any other port is a kernel bug that ends the run.
+    /// Sleep, Wake, Timer, TLB shootdown, Interrupt and page-table fill (for the kernel's
+    /// page-table pool, [start, end)); any other port is a kernel bug that ends the run.
     /// Live output (with `echo`) gives up waiting on a stalled reader at `deadline`.
-    pub fn builtin(cpus: usize, echo: bool, deadline: Instant) -> Result<Devices> {
+    pub fn builtin(cpus: usize, echo: bool, deadline: Instant, page_table_pool: (u64, u64)) -> Result<Devices> {
         let mut devices = Devices::bare(cpus, echo, deadline, UnknownPorts::Refuse)?;
         let bus = &mut devices.bus;
         bus.register(port::BOOT_TIMER, 1, devices.boot_timer.clone())?;
@@ -66,6 +67,7 @@ impl Devices {
         bus.register(port::TLB_SHOOTDOWN, 1, Arc::new(ShootdownPort(devices.tlb.clone())))?;
         let interrupt = InterruptPort { timer: devices.timer.clone(), threads: devices.threads.clone() };
         bus.register(port::INTERRUPT, 1, Arc::new(interrupt))?;
+        bus.register(port::FILL_PAGE_TABLE, 1, Arc::new(FillTablePort(page_table_pool)))?;
         Ok(devices)
     }
 
