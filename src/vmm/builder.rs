@@ -154,11 +154,17 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
     page_tables
         .protect(&ram, plan.layout.mmap_top, plan.layout.stack_bottom, PageAccess::None)
         .map_err(|error| anyhow::anyhow!("unmapping the stack guard: {error:?}"))?;
+    if let Some(last) = plan.program.segments.iter().max_by_key(|segment| segment.vaddr) {
+        let image_end = plan.program.virtual_extent().1 + plan.layout.bias;
+        let (start, end) = paging::data_segment_chunks(last.vaddr + plan.layout.bias, image_end);
+        page_tables.split_ahead(&ram, start, end.min(ram.size()))?;
+    }
     narrator.step(|| {
         format!(
             "vm: copied the guest kernel ({} KiB, entry {:#x}) and loaded the program ({} KiB, {}) at {:#x} in guest \
              RAM{}, then wrote page tables that map all guest RAM 1:1: the first 4 MiB for the kernel only (page 0 \
-             left unmapped, so NULL pointers fault), the rest for the program with 2 MiB pages. A real kernel does \
+             left unmapped, so NULL pointers fault), the rest for the program with 2 MiB pages (4 KiB ones where its data \
+             segment is, which its start-up makes partly read-only). A real kernel does \
              this work itself while booting; here the VMM does it beforehand because every guest-kernel \
              instruction is expensive on a nested host{}.",
             request.kernel.len() >> 10,
