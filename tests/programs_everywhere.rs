@@ -2,7 +2,8 @@
 //! (tests/programs/go: goroutines, channels, timers, os/signal, a fault recovered), C programs
 //! using musl's pthreads (tests/programs/threads.c: mutex, condition variable, sleeps, a
 //! spinning thread that must be preempted) and signals (tests/programs/signals.c: handlers,
-//! masks, faults caught, an alternate stack, abort), and the workload's Rust std::thread
+//! masks, faults caught, an alternate stack, abort), page protections where the guest kernel's
+//! page tables change shape (tests/programs/protections.c), and the workload's Rust std::thread
 //! `cpu N T`. Each must print the same as a plain process does, in a container, and in the VM
 //! with 1 vCPU (every thread on one CPU: only preemption lets the spinner's victim run) and 4.
 
@@ -42,6 +43,23 @@ fn c_pthreads_print_the_same_in_every_runtime_as_root_with_kvm() {
     for (place, record) in &runs {
         assert_eq!(record["outcome"], "exited", "{place}: {record}");
         assert_eq!(record["exit_code"], 0, "{place}: {record}");
+        assert_eq!(record["stdout"], expected, "{place}");
+    }
+}
+
+#[test]
+fn page_protections_print_the_same_in_every_runtime_as_root_with_kvm() {
+    if !require_root() || !require_kvm() {
+        return;
+    }
+    let Some(protections) = c_program("protections") else { return };
+    let runs = run_everywhere(&["--binary", protections.to_str().unwrap()]);
+    let (_, process) = &runs[0];
+    let expected = process["stdout"].as_str().unwrap();
+    assert!(expected.contains("one page read-only: r-\n") && expected.contains("an unmapped page: --\n"), "{expected}");
+    assert!(!expected.contains("changed"), "{expected}");
+    for (place, record) in &runs {
+        assert_eq!(record["outcome"], "exited", "{place}: {record}");
         assert_eq!(record["stdout"], expected, "{place}");
     }
 }

@@ -218,6 +218,8 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
     ram.write(stack.base, &stack.bytes)?;
     let mut boot_info = boot_info(plan, stack.pointer, cpu.fsgsbase, tsc_khz);
     (boot_info.page_table_pool, boot_info.page_table_pool_end) = page_tables.free_area();
+    boot_info.page_directories = page_tables.directories();
+    boot_info.split_by_vmm = page_tables.splits()?;
     ram.write(BOOT_INFO_ADDR, boot_info_bytes(&boot_info))?;
     narrator.step(|| {
         format!(

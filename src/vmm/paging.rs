@@ -20,6 +20,7 @@ use anyhow::{ensure, Result};
 
 use super::layout::{LARGE_PAGE_SIZE, PAGE_SIZE, PAGE_TABLES_ADDR, PAGE_TABLES_END, USER_BASE};
 use super::memory::GuestRam;
+use cvm_guest_abi::{FillPageTable, MAX_SPLIT_BY_VMM};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -119,16 +120,35 @@ impl PageAccess {
 /// The guest's page tables once installed, and what changing them needs: where the next 4 KiB
 /// page table comes from when a 2 MiB page of the program's memory has to be split (the rest
 /// of the area the guest ABI reserves for page tables).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PageTables {
     ram_size: u64,
     next_table: u64,
+    /// The 2 MiB pages split so far: (the 2 MiB page's address, its table's).
+    splits: Vec<[u64; 2]>,
 }
 
 impl PageTables {
     /// The tables `install` wrote for `ram_size` bytes of RAM.
     pub fn installed(ram_size: u64) -> PageTables {
-        PageTables { ram_size, next_table: FIRST_PD_ADDR + ram_size.div_ceil(GIB) * PAGE_SIZE }
+        PageTables { ram_size, next_table: FIRST_PD_ADDR + ram_size.div_ceil(GIB) * PAGE_SIZE, splits: Vec::new() }
+    }
+
+    /// Where the page directories are: one page per GiB of RAM (BootInfo).
+    pub fn directories(&self) -> u64 {
+        FIRST_PD_ADDR
+    }
+
+    /// The 2 MiB pages split into 4 KiB pages so far, as BootInfo tells the guest kernel.
+    pub fn splits(&self) -> Result<[[u64; 2]; MAX_SPLIT_BY_VMM]> {
+        ensure!(
+            self.splits.len() <= MAX_SPLIT_BY_VMM,
+            "the VMM split {} 2 MiB pages; the guest ABI tells the kernel of {MAX_SPLIT_BY_VMM} at most",
+            self.splits.len()
+        );
+        let mut splits = [[0; 2]; MAX_SPLIT_BY_VMM];
+        splits[..self.splits.len()].copy_from_slice(&self.splits);
+        Ok(splits)
     }
 
     /// The pages of the page-table area still free, [start, end): the guest kernel's pool for
@@ -206,9 +226,12 @@ impl PageTables {
         );
         let table = self.next_table;
         self.next_table += PAGE_SIZE;
-        let first = (pde & ADDRESS_MASK & !(LARGE_PAGE_SIZE - 1)) | (pde & (MAPPED | WRITABLE | USER));
-        ram.write(table, &split_entries(first, 0))?;
+        let base = pde & ADDRESS_MASK & !(LARGE_PAGE_SIZE - 1);
+        let bits = pde & (MAPPED | WRITABLE | USER);
+        let fill = FillPageTable { table, base, bits, ..FillPageTable::default() };
+        ram.write(table, &split_entries(&fill))?;
         ram.write(pde_address, &(table | MAPPED | WRITABLE | USER).to_le_bytes())?;
+        self.splits.push([base, table]);
         Ok(table)
     }
 }
@@ -225,36 +248,60 @@ pub fn data_segment_chunks(last_segment_start: u64, image_end: u64) -> (u64, u64
     (start, end)
 }
 
-/// The entries of a table of 4 KiB pages replacing the 2 MiB page whose first 4 KiB page is
-/// `first` (address and access bits), from index `from` on, as bytes.
-fn split_entries(first: u64, from: u64) -> Vec<u8> {
-    (from..ENTRIES).flat_map(|page| (first + page * PAGE_SIZE).to_le_bytes()).collect()
+/// The 512 entries `fill` asks for, as bytes.
+fn split_entries(fill: &FillPageTable) -> Vec<u8> {
+    (0..ENTRIES)
+        .flat_map(|page| {
+            let bits = if (fill.changed_from..fill.changed_to).contains(&page) { fill.changed_bits } else { fill.bits };
+            ((fill.base + page * PAGE_SIZE) | bits).to_le_bytes()
+        })
+        .collect()
 }
 
 /// Port FILL_PAGE_TABLE (guest ABI): the guest kernel is splitting a 2 MiB page of the
-/// program's memory into the free page-table page `table` of its pool [pool.0, pool.1), and
-/// has set the table's first entry; this writes the other 511. The table is not linked into
+/// program's memory into a free page of its page-table pool [pool.0, pool.1) and asks, with
+/// the [`FillPageTable`] at `request`, for the table's entries. The table is not linked into
 /// the tables yet, so no shadow of it exists that a write from outside would leave stale.
-/// Refuses (the guest kernel has a bug) anything but a page of the pool whose first entry
-/// maps the start of a 2 MiB page of the program's memory.
-pub fn fill_split_table(ram: &GuestRam, pool: (u64, u64), table: u64) -> Result<()> {
+/// Refuses (the guest kernel has a bug) any table outside the pool, any 2 MiB page outside
+/// the program's memory, and entry bits other than present, writable, accessed, dirty and
+/// user (always set).
+pub fn fill_split_table(ram: &GuestRam, pool: (u64, u64), request: u64) -> Result<()> {
+    let mut bytes = [0u8; std::mem::size_of::<FillPageTable>()];
+    ram.read(request, &mut bytes)?;
+    let field = |index: usize| u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap_or_default());
+    let fill = FillPageTable {
+        table: field(0),
+        base: field(1),
+        bits: field(2),
+        changed_from: field(3),
+        changed_to: field(4),
+        changed_bits: field(5),
+    };
+    let table = fill.table;
     ensure!(
         table.is_multiple_of(PAGE_SIZE) && pool.0 <= table && table + PAGE_SIZE <= pool.1,
         "page table to fill at {table:#x} is not a page of the page-table pool {:#x}..{:#x}",
         pool.0,
         pool.1
     );
-    let first = ram.read_u64(table)?;
-    let base = first & ADDRESS_MASK;
+    let base = fill.base;
     ensure!(
-        first & !(ADDRESS_MASK | MAPPED | WRITABLE | USER) == 0
-            && first & USER != 0
-            && base.is_multiple_of(LARGE_PAGE_SIZE)
-            && USER_BASE <= base
-            && base + LARGE_PAGE_SIZE <= ram.size(),
-        "page table to fill at {table:#x} starts with {first:#x}, not the first page of a 2 MiB page of the program"
+        base.is_multiple_of(LARGE_PAGE_SIZE) && USER_BASE <= base && base + LARGE_PAGE_SIZE <= ram.size(),
+        "page table to fill at {table:#x} would map {base:#x}, not a 2 MiB page of the program's memory"
     );
-    ram.write(table + 8, &split_entries(first, 1))
+    let valid_bits = |bits: u64| bits & !(MAPPED | WRITABLE | USER) == 0 && bits & USER != 0;
+    ensure!(
+        valid_bits(fill.bits)
+            && valid_bits(fill.changed_bits)
+            && fill.changed_from <= fill.changed_to
+            && fill.changed_to <= ENTRIES,
+        "page table to fill at {table:#x}: bits {:#x}, pages {}..{} with bits {:#x} are not valid entries",
+        fill.bits,
+        fill.changed_from,
+        fill.changed_to,
+        fill.changed_bits
+    );
+    ram.write(table, &split_entries(&fill))
 }
 
 #[derive(Debug)]
@@ -375,27 +422,44 @@ mod tests {
         let ram = GuestRam::new(8 << 20).unwrap();
         install(&ram).unwrap();
         let pool = PageTables::installed(8 << 20).free_area();
-        let table = pool.0;
-        let first = (6 << 20) | MAPPED | USER;
-        ram.write(table, &first.to_le_bytes()).unwrap();
-        fill_split_table(&ram, pool, table).unwrap();
-        assert_eq!(ram.read_u64(table + 8).unwrap(), first + PAGE_SIZE);
-        assert_eq!(ram.read_u64(table + 511 * 8).unwrap(), first + 511 * PAGE_SIZE);
-        // What the VMM writes when it splits matches what it fills for the guest.
-        assert_eq!(split_entries(first, 0)[8..], split_entries(first, 1)[..]);
-
-        let refused = |table: u64, first: u64| {
-            ram.write(table, &first.to_le_bytes()).unwrap();
-            fill_split_table(&ram, pool, table).is_err()
+        let request = 0x1000;
+        let send = |fill: FillPageTable| {
+            let fields = [fill.table, fill.base, fill.bits, fill.changed_from, fill.changed_to, fill.changed_bits];
+            ram.write(request, &fields.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+            fill_split_table(&ram, pool, request)
         };
-        assert!(refused(pool.0 + 8, first), "not page-aligned");
-        assert!(refused(PML4_ADDR, first), "a table in use, below the pool");
-        assert!(fill_split_table(&ram, pool, pool.1).is_err(), "past the pool");
-        assert!(refused(table, (6 << 20) + PAGE_SIZE | MAPPED | USER), "not the start of a 2 MiB page");
-        assert!(refused(table, (2 << 20) | MAPPED | USER), "the kernel's memory");
-        assert!(refused(table, (8 << 20) | MAPPED | USER), "beyond guest RAM");
-        assert!(refused(table, (6 << 20) | MAPPED), "not a user page");
-        assert!(refused(table, (6 << 20) | MAPPED | USER | LARGE), "odd bits");
+        let fill = FillPageTable {
+            table: pool.0,
+            base: 6 << 20,
+            bits: MAPPED | WRITABLE | USER,
+            changed_from: 3,
+            changed_to: 5,
+            changed_bits: USER,
+        };
+        send(fill).unwrap();
+        let entry = |index: u64| ram.read_u64(pool.0 + index * 8).unwrap();
+        assert_eq!(entry(0), (6 << 20) | MAPPED | WRITABLE | USER);
+        assert_eq!(entry(2), ((6 << 20) + 2 * PAGE_SIZE) | MAPPED | WRITABLE | USER);
+        assert_eq!(entry(3), ((6 << 20) + 3 * PAGE_SIZE) | USER, "changed: not present");
+        assert_eq!(entry(4), ((6 << 20) + 4 * PAGE_SIZE) | USER);
+        assert_eq!(entry(511), ((6 << 20) + 511 * PAGE_SIZE) | MAPPED | WRITABLE | USER);
+
+        let refused = |change: &dyn Fn(&mut FillPageTable)| {
+            let mut bad = fill;
+            change(&mut bad);
+            send(bad).is_err()
+        };
+        assert!(refused(&|f| f.table = pool.0 + 8), "not page-aligned");
+        assert!(refused(&|f| f.table = PML4_ADDR), "a table in use, below the pool");
+        assert!(refused(&|f| f.table = pool.1), "past the pool");
+        assert!(refused(&|f| f.base += PAGE_SIZE), "not the start of a 2 MiB page");
+        assert!(refused(&|f| f.base = 2 << 20), "the kernel's memory");
+        assert!(refused(&|f| f.base = 8 << 20), "beyond guest RAM");
+        assert!(refused(&|f| f.bits = MAPPED), "not a user page");
+        assert!(refused(&|f| f.changed_bits |= LARGE), "odd bits");
+        assert!(refused(&|f| f.changed_to = 513), "past the table");
+        assert!(refused(&|f| f.changed_from = 6), "backwards");
+        assert!(fill_split_table(&ram, pool, (8 << 20) - 8).is_err(), "request beyond guest RAM");
     }
 
     #[test]

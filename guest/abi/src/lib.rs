@@ -33,6 +33,7 @@
 //! | 0x502 | [`port::SLEEP`] | microseconds the vCPU has nothing to do: the VMM parks its thread |
 //! | 0x503 | [`port::WAKE`] | a vCPU number: ends that vCPU's park (work arrived for it) |
 //! | 0x504 | [`port::TIMER`] | microseconds until this vCPU gets interrupt [`TIMER_VECTOR`] (0: none) |
+//! | 0x507 | [`port::FILL_PAGE_TABLE`] | guest-physical address of a [`FillPageTable`] |
 #![no_std]
 
 /// The VMM's boot GDT (null, 64-bit code 0x08, data 0x10, TSS 0x18), valid only until the
@@ -105,12 +106,11 @@ pub mod port {
     /// runs, without inter-processor interrupts.
     pub const INTERRUPT: u16 = 0x506;
     /// Fill a new 4 KiB page table that is to replace a 2 MiB page (the guest kernel splits a
-    /// 2 MiB page when part of it changes protection). The value written is the table's
-    /// address, a free page of the page-table pool whose first entry the kernel has already
-    /// set to the 2 MiB page's address and access bits; the VMM writes the other 511 entries
-    /// (the following 4 KiB pages, same bits) and returns. 511 stores cost the guest about
-    /// 2.5 ms on hosts that emulate its kernel code (PVM); the table is not in use yet, so a
-    /// write from outside the guest is safe even under shadow paging.
+    /// 2 MiB page when part of it changes protection). The value written is the guest-physical
+    /// address of a [`super::FillPageTable`]; the VMM writes the table's 512 entries and
+    /// returns. 512 stores cost the guest about 2.5 ms on hosts that emulate its kernel code
+    /// (PVM); the table is not in use yet, so a write from outside the guest is safe even
+    /// under shadow paging.
     pub const FILL_PAGE_TABLE: u16 = 0x507;
 }
 
@@ -171,6 +171,12 @@ pub struct BootInfo {
     /// 4 KiB page table when it splits a 2 MiB page of the program's memory (mprotect).
     pub page_table_pool: u64,
     pub page_table_pool_end: u64,
+    /// The page directories of guest RAM: one page per GiB from here (entry `n` maps the 2 MiB
+    /// page at `n * 2 MiB`).
+    pub page_directories: u64,
+    /// The 2 MiB pages the VMM already split into 4 KiB pages: (the 2 MiB page's address, its
+    /// table's), unused slots zero.
+    pub split_by_vmm: [[u64; 2]; MAX_SPLIT_BY_VMM],
     /// NUL-terminated host name the guest reports in `uname`.
     pub hostname: [u8; 65],
     pub _pad: [u8; 7],
@@ -195,6 +201,8 @@ impl BootInfo {
             syscall_counts_addr: 0,
             page_table_pool: 0,
             page_table_pool_end: 0,
+            page_directories: 0,
+            split_by_vmm: [[0; 2]; MAX_SPLIT_BY_VMM],
             hostname: [0; 65],
             _pad: [0; 7],
         }
@@ -225,6 +233,25 @@ pub struct ConsoleWrite {
     pub len: u32,
     pub addr: u64,
 }
+
+/// What [`port::FILL_PAGE_TABLE`] asks for: the 4 KiB page table at `table` (a free page of
+/// the BootInfo's page-table pool) maps the 2 MiB page at `base`, page `i` as
+/// `base + i * PAGE_SIZE | bits`, except pages `changed_from..changed_to`, which get
+/// `changed_bits` (the part of the 2 MiB page whose protection is being changed). Both bit
+/// sets are a page-table entry's low bits: present, writable, user, accessed, dirty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FillPageTable {
+    pub table: u64,
+    pub base: u64,
+    pub bits: u64,
+    pub changed_from: u64,
+    pub changed_to: u64,
+    pub changed_bits: u64,
+}
+
+/// How many 2 MiB pages the VMM may split into 4 KiB pages before boot ([`BootInfo::split_by_vmm`]).
+pub const MAX_SPLIT_BY_VMM: usize = 4;
 
 /// `FaultReport::kind`.
 pub mod fault_kind {

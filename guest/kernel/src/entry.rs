@@ -80,6 +80,10 @@ extern "C" {
     /// anywhere (the syscall path on PVM hosts runs in hardware ring 3): a `ud2` the #UD
     /// handler recognises by its address, as `set_fs_base_through_ud2`.
     pub fn privileged_call_ud2(op: u64, arg: u64) -> u64;
+    /// Writes `count` (at least one) page-table entries at real CPL0, each followed by an
+    /// `invlpg` of its page: the `#UD` stub's shortest path, a few instructions a store
+    /// (paging.rs). `stores` points at `count` {entry address, value, page} triples.
+    pub fn page_table_stores_ud2(stores: *const u8, count: u64);
     /// Restores the registers in `frame` and `iretq`s to the program. Never returns.
     pub fn return_to_user(frame: *const UserFrame) -> !;
 }
@@ -182,15 +186,23 @@ global_asm!(
     "vector_stub \\num, 0",
     ".endr",
     "    .org exception_vectors + 48 * 16",
-    // #UD: if it is our own `ud2` in set_fs_base_through_ud2, we are at real CPL0 here and
-    // may use wrmsr (the syscall path may not). RAX/RCX/RDX are caller-saved around that
-    // extern "C" call, so they are free to use. Anything else is a real #UD.
+    // #UD: if it is our own `ud2` in set_fs_base_through_ud2 or page_table_stores_ud2, we
+    // are at real CPL0 here and may use wrmsr or write page tables and invlpg (the syscall
+    // path may not). RAX/RCX/RDX/RDI/RSI are caller-saved around those extern "C" calls, so
+    // they are free to use. Anything else is a real #UD.
     "invalid_opcode_entry:",
     "    push rax",
     "    lea rax, [rip + fs_base_ud2]",
     "    cmp rax, [rsp + 8]",
+    "    je 6f",
+    "    lea rax, [rip + page_table_stores_insn]",
+    "    cmp rax, [rsp + 8]",
+    "    je 7f",
     "    pop rax",
-    "    jne 2f",
+    "    push 0",
+    "    push 6",
+    "    jmp exception_common",
+    "6:  pop rax",
     "    mov ecx, 0xC0000100", // IA32_FS_BASE
     "    mov eax, edi",
     "    mov rdx, rdi",
@@ -198,9 +210,17 @@ global_asm!(
     "    wrmsr",
     "    add qword ptr [rsp], 2", // past the ud2
     "    iretq",
-    "2:  push 0",
-    "    push 6",
-    "    jmp exception_common",
+    "7:  pop rax",
+    "8:  mov rax, [rdi]", // RDI: the next {entry, value, page}; RSI: how many are left
+    "    mov rcx, [rdi + 8]",
+    "    mov [rax], rcx",
+    "    mov rax, [rdi + 16]",
+    "    invlpg [rax]",
+    "    add rdi, 24",
+    "    dec rsi",
+    "    jnz 8b",
+    "    add qword ptr [rsp], 2", // past the ud2
+    "    iretq",
     // #GP: on PVM hosts the syscall handler runs in hardware ring 3, where `out` faults. If
     // the fault is one of the two `out` instructions of port_out32/port_out8, do the `out`
     // here (real CPL0; DX and EAX/AL still hold the interrupted code's port and value) and
@@ -361,6 +381,15 @@ global_asm!(".section .text", ".global privileged_call_ud2", "privileged_call_ud
 pub fn privileged_call_address() -> u64 {
     privileged_call_ud2 as *const () as u64
 }
+
+global_asm!(
+    ".section .text",
+    ".global page_table_stores_ud2",
+    "page_table_stores_ud2:",
+    "page_table_stores_insn:",
+    "    ud2",
+    "    ret",
+);
 
 global_asm!(
     ".section .text",

@@ -20,8 +20,6 @@ const INVALID_OPCODE: u64 = 6;
 
 /// `privileged_call_ud2` operations.
 pub mod privileged {
-    /// Change page protections; the argument points at a [`crate::protection::Request`].
-    pub const PROTECT: u64 = 1;
     /// Change the memory above guest RAM; the argument points at a [`crate::highmem::Request`].
     pub const HIGH: u64 = 2;
 }
@@ -29,7 +27,6 @@ pub mod privileged {
 /// What the kernel does at real CPL0 on request from code that may not be there.
 fn privileged_call(op: u64, arg: u64) -> u64 {
     match op {
-        privileged::PROTECT => crate::protection::apply(arg),
         privileged::HIGH => crate::highmem::apply(arg),
         _ => u64::MAX,
     }

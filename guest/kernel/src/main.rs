@@ -99,7 +99,7 @@ pub fn start(boot: &BootInfo, backend: console::Backend) -> ! {
     user::init(boot.ram_size);
     // Under QEMU, firmware ran in this RAM before us: nothing can be assumed zero.
     memory::init(boot, backend == console::Backend::Hypercall);
-    paging::init(boot.page_table_pool, boot.page_table_pool_end);
+    paging::init(boot);
     syscalls::init(boot.syscall_counts_addr);
     let have_fsgsbase = boot.flags & boot_flags::FSGSBASE != 0;
     KERNEL_CLOSED.set(boot.flags & boot_flags::KERNEL_CLOSED != 0);

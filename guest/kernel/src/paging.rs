@@ -1,21 +1,31 @@
 //! The program's page-table entries: changing what it may do with its pages (protection.rs
-//! decides, this file writes the entries). Runs at real CPL0 only (reached from a system call
-//! through `cpu::privileged`), because the tables are kernel-only memory and `invlpg` is
-//! privileged.
+//! decides, this file writes the entries).
 //!
-//! The VMM built the tables before boot: the program's memory as 2 MiB pages, read-write. A
-//! change to part of a 2 MiB page first splits it into a table of 512 4 KiB pages, taken from
-//! the free pages of the page-table area (BootInfo's pool).
+//! The VMM built the tables before boot: the program's memory as 2 MiB pages, read-write, but
+//! for a few it already split into 4 KiB pages (BootInfo `split_by_vmm`). A change to part of
+//! a 2 MiB page first splits it into a table of 512 4 KiB pages, taken from the free pages of
+//! the page-table area (BootInfo's pool) and filled by the VMM (port FILL_PAGE_TABLE).
+//!
+//! The kernel plans a change from what it knows of the tables (which 2 MiB pages are split,
+//! into which table), in its own memory, and enters real CPL0 only for the stores themselves
+//! and their `invlpg`s (`page_table_stores_ud2`, a few instructions each). On PVM hosts the
+//! system-call path runs in hardware ring 3, where the tables cannot be read, and every
+//! instruction at CPL0 is emulated at about a microsecond: the walk and the checks that used
+//! to run there cost 0.15 ms per change.
 //!
 //! Why the guest writes the entries itself and the VMM does not: on hosts without EPT (PVM,
 //! shadow paging) KVM keeps its own copy of the guest's tables and learns of changes by
 //! trapping the guest's writes to them; the VMM's writes from outside would go unnoticed.
+//! (A table being filled is not linked yet: nothing of it is shadowed.)
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use cvm_guest_abi::{port, BootInfo, FillPageTable, PAGE_TABLES_ADDR, PAGE_TABLES_END};
+
 use crate::errno::{Errno, ENOMEM};
 use crate::protection::Access;
+use crate::sync::SpinLock;
 
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 1 << 1;
@@ -34,9 +44,45 @@ const LARGE_PAGE: u64 = 2 << 20;
 static POOL: AtomicU64 = AtomicU64::new(0);
 static POOL_END: AtomicU64 = AtomicU64::new(0);
 
-pub fn init(pool: u64, pool_end: u64) {
-    POOL.store(pool, Ordering::Relaxed);
-    POOL_END.store(pool_end, Ordering::Relaxed);
+/// At most this many 2 MiB pages can ever be split: one per page of the page-table area.
+const MAX_SPLITS: usize = ((PAGE_TABLES_END - PAGE_TABLES_ADDR) / PAGE) as usize;
+
+/// What the kernel knows of the tables of the program's memory.
+struct Known {
+    /// The page directories: one page per GiB (entry n maps the 2 MiB page at n * 2 MiB).
+    directories: u64,
+    /// The 2 MiB pages split into 4 KiB pages: (its address, its table's).
+    splits: [(u64, u64); MAX_SPLITS],
+    len: usize,
+}
+
+impl Known {
+    fn table(&self, chunk: u64) -> Option<u64> {
+        self.splits[..self.len].iter().find(|(base, _)| *base == chunk).map(|(_, table)| *table)
+    }
+
+    /// Room is certain: every split takes a page of the page-table area.
+    fn record(&mut self, chunk: u64, table: u64) {
+        self.splits[self.len] = (chunk, table);
+        self.len += 1;
+    }
+
+    fn directory_entry(&self, chunk: u64) -> u64 {
+        self.directories + chunk / LARGE_PAGE * 8
+    }
+}
+
+static KNOWN: SpinLock<Known> = SpinLock::new(Known { directories: 0, splits: [(0, 0); MAX_SPLITS], len: 0 });
+
+pub fn init(boot: &BootInfo) {
+    POOL.store(boot.page_table_pool, Ordering::Relaxed);
+    POOL_END.store(boot.page_table_pool_end, Ordering::Relaxed);
+    KNOWN.with(|known| {
+        known.directories = boot.page_directories;
+        for &[base, table] in boot.split_by_vmm.iter().filter(|split| split[1] != 0) {
+            known.record(base, table);
+        }
+    });
 }
 
 fn bits(access: Access) -> u64 {
@@ -57,96 +103,91 @@ fn entry(table: u64, index: u64) -> *mut u64 {
     (table + index * 8) as *mut u64
 }
 
-/// The page-directory entry that maps `address` (the VMM maps all RAM through 4-level tables
-/// with a directory per GiB).
-fn directory_entry(address: u64) -> *mut u64 {
-    // SAFETY: the tables are identity-mapped; the VMM made every level present for all RAM.
-    unsafe {
-        let pdpt = *entry(root(), address >> 39 & 511) & ADDRESS_MASK;
-        let pd = *entry(pdpt, address >> 30 & 511) & ADDRESS_MASK;
-        entry(pd, address >> 21 & 511)
+/// One entry to write at real CPL0, and the page whose cached translation goes with it: what
+/// `page_table_stores_ud2` reads.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Store {
+    entry: u64,
+    value: u64,
+    page: u64,
+}
+
+/// Stores collected for one trip to CPL0 (a change of more entries takes several trips).
+struct Stores {
+    list: [Store; 32],
+    len: usize,
+}
+
+impl Stores {
+    fn push(&mut self, entry: u64, value: u64, page: u64) {
+        if self.len == self.list.len() {
+            self.write();
+        }
+        self.list[self.len] = Store { entry, value, page };
+        self.len += 1;
+    }
+
+    fn write(&mut self) {
+        if self.len > 0 {
+            // SAFETY: every store is an entry of the program's tables that `protect` chose,
+            // under KNOWN's lock; the door writes them and drops each page's translation.
+            unsafe { crate::entry::page_table_stores_ud2(self.list.as_ptr().cast(), self.len as u64) };
+            self.len = 0;
+        }
     }
 }
 
-/// Makes [start, end) (page-aligned, inside the program's memory) `access` and drops this
-/// vCPU's cached translations of it. True when an entry changed.
-///
-/// # Safety
-/// Real CPL0 only, with [start, end) inside the program's memory (protection.rs checks).
-pub unsafe fn protect(start: u64, end: u64, access: Access) -> Result<bool, Errno> {
-    // Enough free tables for every split first, so a failure changes nothing.
-    let mut splits = 0;
-    let mut chunk = start & !(LARGE_PAGE - 1);
-    while chunk < end {
-        let partial = chunk < start || end < chunk + LARGE_PAGE;
-        // SAFETY: reading an entry of the VMM's identity-mapped tables.
-        if partial && unsafe { *directory_entry(chunk) } & LARGE != 0 {
-            splits += 1;
-        }
-        chunk += LARGE_PAGE;
-    }
-    let pool = POOL.load(Ordering::Relaxed);
-    if splits > 0 && (pool == 0 || pool + splits * PAGE > POOL_END.load(Ordering::Relaxed)) {
-        return Err(ENOMEM);
-    }
-    let mut changed = false;
-    let mut chunk = start & !(LARGE_PAGE - 1);
-    while chunk < end {
-        let chunk_end = chunk + LARGE_PAGE;
-        let pde = directory_entry(chunk);
-        // SAFETY: `pde` and the tables below it are the VMM's identity-mapped page tables,
-        // which only this code changes, under protection.rs's lock.
-        unsafe {
-            if start <= chunk && chunk_end <= end && *pde & LARGE != 0 {
-                let wanted = chunk | LARGE | USER | bits(access);
-                if *pde != wanted {
-                    *pde = wanted;
-                    invalidate(chunk);
-                    changed = true;
-                }
-            } else {
-                if *pde & LARGE != 0 {
-                    split(pde, chunk)?;
-                    changed = true;
-                }
-                let table = *pde & ADDRESS_MASK;
-                let mut page = chunk.max(start);
-                while page < chunk_end.min(end) {
-                    let pte = entry(table, (page - chunk) / PAGE);
-                    let wanted = page | USER | bits(access);
-                    if *pte != wanted {
-                        *pte = wanted;
-                        invalidate(page);
-                        changed = true;
-                    }
-                    page += PAGE;
+/// Takes `count` consecutive free pages of the pool, or none when it has fewer.
+fn take_pages(count: u64) -> Option<u64> {
+    let end = POOL_END.load(Ordering::Relaxed);
+    POOL.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pool| {
+        (pool != 0 && pool + count * PAGE <= end).then_some(pool + count * PAGE)
+    })
+    .ok()
+}
+
+/// Makes [start, end) (page-aligned, inside the program's memory) `access`; `before(chunk)`
+/// is the access a 2 MiB page not yet split had before (the same for all of it). Drops this
+/// vCPU's cached translations of what changed. -ENOMEM, and nothing changed, when a 2 MiB
+/// page must be split and the pool is empty.
+pub fn protect(start: u64, end: u64, access: Access, before: impl Fn(u64) -> Access) -> Result<(), Errno> {
+    let mut known = KNOWN.lock();
+    let chunks = || (start & !(LARGE_PAGE - 1)..end).step_by(LARGE_PAGE as usize);
+    let partial = |chunk: u64| chunk < start || end < chunk + LARGE_PAGE;
+    let splits = chunks().filter(|&chunk| partial(chunk) && known.table(chunk).is_none()).count() as u64;
+    let mut new_table = if splits > 0 { take_pages(splits).ok_or(ENOMEM)? } else { 0 };
+    let mut stores = Stores { list: [Store { entry: 0, value: 0, page: 0 }; 32], len: 0 };
+    for chunk in chunks() {
+        let (from, to) = (chunk.max(start), (chunk + LARGE_PAGE).min(end));
+        match known.table(chunk) {
+            None if !partial(chunk) => {
+                stores.push(known.directory_entry(chunk), chunk | LARGE | USER | bits(access), chunk);
+            }
+            None => {
+                let table = new_table;
+                new_table += PAGE;
+                let fill = FillPageTable {
+                    table,
+                    base: chunk,
+                    bits: USER | bits(before(chunk)),
+                    changed_from: (from - chunk) / PAGE,
+                    changed_to: (to - chunk) / PAGE,
+                    changed_bits: USER | bits(access),
+                };
+                // The request lives on this vCPU's stack, below 4 GiB.
+                crate::cpu::out32(port::FILL_PAGE_TABLE, &fill as *const FillPageTable as u32);
+                known.record(chunk, table);
+                stores.push(known.directory_entry(chunk), table | MAPPED | WRITABLE | USER, chunk);
+            }
+            Some(table) => {
+                for page in (from..to).step_by(PAGE as usize) {
+                    stores.push(table + (page - chunk) / PAGE * 8, page | USER | bits(access), page);
                 }
             }
         }
-        chunk = chunk_end;
     }
-    Ok(changed)
-}
-
-/// Replaces the 2 MiB page of `pde` (at `base`) by a table of 4 KiB pages with its access.
-///
-/// # Safety
-/// As [`protect`]; `pde` maps a 2 MiB page of the program's memory.
-unsafe fn split(pde: *mut u64, base: u64) -> Result<(), Errno> {
-    let table = POOL.load(Ordering::Relaxed);
-    if table == 0 || table + PAGE > POOL_END.load(Ordering::Relaxed) {
-        return Err(ENOMEM); // `protect` checked: never
-    }
-    POOL.store(table + PAGE, Ordering::Relaxed);
-    // SAFETY: a free page of the page-table area (the pool is the guest kernel's alone).
-    unsafe {
-        *entry(table, 0) = base | (*pde & (MAPPED | WRITABLE | USER));
-        // The other 511 entries: written by the VMM (one port exit instead of 511 stores at
-        // emulated CPL0, 2.5 ms on PVM); the table is not in use until the line below.
-        crate::cpu::out32(cvm_guest_abi::port::FILL_PAGE_TABLE, table as u32);
-        *pde = table | MAPPED | WRITABLE | USER;
-    }
-    invalidate(base);
+    stores.write();
     Ok(())
 }
 
@@ -158,11 +199,7 @@ fn invalidate(address: u64) {
 
 /// Takes a zeroed page for a page table from the pool; None when it is empty.
 fn take_table() -> Option<u64> {
-    let table = POOL.load(Ordering::Relaxed);
-    if table == 0 || table + PAGE > POOL_END.load(Ordering::Relaxed) {
-        return None;
-    }
-    POOL.store(table + PAGE, Ordering::Relaxed);
+    let table = take_pages(1)?;
     // SAFETY: a free page of the page-table area, ours alone.
     unsafe { core::ptr::write_bytes(table as *mut u8, 0, PAGE as usize) };
     Some(table)

@@ -1,17 +1,16 @@
 //! Page protections: what the program may do with each of its pages, and the kernel's own copy
 //! of that, kept to check the pointers the program passes.
 //!
-//! A change is written into the page tables at real CPL0 (paging.rs, reached through
-//! `privileged_call_ud2`); when access was taken away, the VMM then makes every other vCPU drop
-//! its cached translations (port TLB_SHOOTDOWN: there are no inter-processor interrupts). The
+//! A change is written into the page tables by paging.rs; when access was taken away, the VMM
+//! then makes every other vCPU drop its cached translations (port TLB_SHOOTDOWN: there are no
+//! inter-processor interrupts). The
 //! kernel keeps the same facts as a short sorted list of the ranges that are *not* plain
 //! read-write (a PROT_NONE reservation, a read-only page, the stack guard, unmapped holes), so
 //! that a system call never touches a page the program could not: `user.rs` asks [`allows`]
 //! before every access, and answers -EFAULT instead of faulting in the kernel.
 
 use crate::console;
-use crate::errno::{Errno, ENOMEM};
-use crate::fault::privileged;
+use crate::errno::Errno;
 use crate::ranges::RangeMap;
 use crate::sync::SpinLock;
 
@@ -44,31 +43,6 @@ impl Access {
             Access::Read => 1,
             Access::ReadWrite => 2,
         }
-    }
-}
-
-/// What `privileged_call_ud2(PROTECT, &request)` carries to [`apply`].
-#[repr(C)]
-pub struct Request {
-    start: u64,
-    end: u64,
-    access: Access,
-}
-
-/// Result of [`apply`]: nothing changed, entries changed, or no page table was left.
-const UNCHANGED: u64 = 0;
-const CHANGED: u64 = 1;
-const OUT_OF_TABLES: u64 = 2;
-
-/// At real CPL0: writes the entries `request` asks for (paging.rs).
-pub fn apply(request: u64) -> u64 {
-    // SAFETY: `set` passes a pointer to a Request on this vCPU's stack, waiting for the answer.
-    let request = unsafe { &*(request as *const Request) };
-    // SAFETY: real CPL0 (we are in the #UD handler); `set` checked the range.
-    match unsafe { crate::paging::protect(request.start, request.end, request.access) } {
-        Ok(true) => CHANGED,
-        Ok(false) => UNCHANGED,
-        Err(_) => OUT_OF_TABLES,
     }
 }
 
@@ -105,8 +79,8 @@ pub fn set(start: u64, end: u64, access: Access) -> Result<(), Errno> {
         return Ok(());
     }
     RANGES.with(|ranges| {
-        // The page tables say what the list says: nothing to write, and no door into CPL0
-        // (0.2 ms on PVM) for an mmap of memory that is read-write already.
+        // The page tables say what the list says: nothing to write, and no trip to CPL0 for
+        // an mmap of memory that is read-write already.
         if has_all(ranges, start, end, access) {
             return Ok(());
         }
@@ -116,15 +90,14 @@ pub fn set(start: u64, end: u64, access: Access) -> Result<(), Errno> {
         if !console::hypercalls() {
             return Ok(());
         }
-        let request = Request { start, end, access };
-        let answer = crate::cpu::privileged(privileged::PROTECT, &request as *const Request as u64);
-        if answer == OUT_OF_TABLES {
+        let before = |address| saved.find(address).map_or(Access::ReadWrite, |range| range.value);
+        if let Err(errno) = crate::paging::protect(start, end, access, before) {
             // paging.rs checks the pool before it changes anything: nothing did.
             *ranges = saved;
-            return Err(ENOMEM);
+            return Err(errno);
         }
         // Access taken away from a page another vCPU may have cached: make them all forget.
-        if answer == CHANGED && access.rank() < strongest_before.rank() {
+        if access.rank() < strongest_before.rank() {
             crate::paging::shoot_down();
         }
         Ok(())

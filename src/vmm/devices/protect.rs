@@ -22,7 +22,8 @@ impl Device for ShootdownPort {
 }
 
 /// Port 0x507: fill the 4 KiB page table the guest kernel is splitting a 2 MiB page into
-/// (paging.rs `fill_split_table`). Holds the guest's page-table pool, [start, end).
+/// (paging.rs `fill_split_table`; the value is the address of the request). Holds the
+/// guest's page-table pool, [start, end).
 pub struct FillTablePort(pub (u64, u64));
 
 impl Device for FillTablePort {
