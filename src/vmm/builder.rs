@@ -149,7 +149,15 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
             0
         }
     };
-    let cr3 = paging::install(&ram)?;
+    // On hosts where the guest's syscall path runs in hardware ring 3 the kernel is opened
+    // anyway (at its first system call, through a fault): open it here instead, unless asked
+    // to keep it closed.
+    let kernel_pages = if request.protect_kernel || hardware_virtualization() {
+        paging::KernelPages::Closed
+    } else {
+        paging::KernelPages::Open
+    };
+    let cr3 = paging::install(&ram, kernel_pages)?;
     let mut page_tables = PageTables::installed(ram.size());
     page_tables
         .protect(&ram, plan.layout.mmap_top, plan.layout.stack_bottom, PageAccess::None)

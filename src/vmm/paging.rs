@@ -14,7 +14,9 @@
 //! both) get them, and the VMM sets the U bit on those 4 KiB entries up front (all but the page
 //! tables; page 0 is absent): the directory entry above them stays supervisor-only, so on
 //! hardware KVM nothing changes, while on PVM the kernel only has to open the directory entry
-//! instead of walking 512 entries at emulated CPL0 (about 6 ms).
+//! instead of walking 512 entries at emulated CPL0 (about 6 ms). When cvm knows the host is
+//! such a host and the kernel is not to stay closed, it opens the directory entries itself
+//! ([`KernelPages::Open`]): the program's first system call then does not fault at all.
 
 use anyhow::{ensure, Result};
 
@@ -53,9 +55,22 @@ const _: () = assert!(
         && PAGE_TABLES_END <= KERNEL_PAGE_TABLES * LARGE_PAGE_SIZE
 );
 
+/// Who may reach the kernel's memory [0, USER_BASE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelPages {
+    /// Supervisor only (the guest kernel may open it itself at its first system call).
+    Closed,
+    /// Open to ring 3 already, but for page 0 and the page tables: for hosts where the
+    /// guest's `syscall` handler runs in hardware ring 3 (PVM) and the kernel is not asked to
+    /// stay closed (what `open_kernel_to_ring3` in the guest would do at the first system
+    /// call, through a fault and about 200 emulated instructions).
+    Open,
+}
+
 /// The tables as bytes, starting at [`PML4_ADDR`]: PML4, PDPT, the page table of the first
 /// 2 MiB, then one PD per GiB of RAM.
-pub fn build(ram_size: u64) -> Result<Vec<u8>> {
+pub fn build(ram_size: u64, kernel: KernelPages) -> Result<Vec<u8>> {
+    let kernel_access = if kernel == KernelPages::Open { USER } else { 0 };
     let directories = ram_size.div_ceil(GIB);
     ensure!(
         FIRST_PD_ADDR + directories * PAGE_SIZE <= PAGE_TABLES_END && directories <= ENTRIES,
@@ -74,7 +89,7 @@ pub fn build(ram_size: u64) -> Result<Vec<u8>> {
     // entries themselves carry U (but for the page tables), ready for the PVM opener.
     for table in 0..KERNEL_PAGE_TABLES {
         let table_address = FIRST_PT_ADDR + table * PAGE_SIZE;
-        tables[first_pde + table as usize] = table_address | MAPPED | WRITABLE;
+        tables[first_pde + table as usize] = table_address | MAPPED | WRITABLE | kernel_access;
         for page in 0..ENTRIES {
             let address = table * LARGE_PAGE_SIZE + page * PAGE_SIZE;
             let opener_ready = if (PAGE_TABLES_ADDR..PAGE_TABLES_END).contains(&address) { 0 } else { USER };
@@ -86,15 +101,15 @@ pub fn build(ram_size: u64) -> Result<Vec<u8>> {
     // The rest: 2 MiB pages, user read/write/execute from USER_BASE up.
     for page in KERNEL_PAGE_TABLES..ram_size / LARGE_PAGE_SIZE {
         let address = page * LARGE_PAGE_SIZE;
-        let access = if address >= USER_BASE { USER } else { 0 };
+        let access = if address >= USER_BASE { USER } else { kernel_access };
         tables[first_pde + page as usize] = address | MAPPED | WRITABLE | LARGE | access;
     }
     Ok(tables.iter().flat_map(|entry| entry.to_le_bytes()).collect())
 }
 
 /// Writes the tables into guest RAM; returns the CR3 value.
-pub fn install(ram: &GuestRam) -> Result<u64> {
-    ram.write(PML4_ADDR, &build(ram.size())?)?;
+pub fn install(ram: &GuestRam, kernel: KernelPages) -> Result<u64> {
+    ram.write(PML4_ADDR, &build(ram.size(), kernel)?)?;
     Ok(PML4_ADDR)
 }
 
@@ -343,7 +358,7 @@ mod tests {
 
     #[test]
     fn kernel_is_supervisor_and_user_region_is_user() {
-        let tables = build(64 << 20).unwrap();
+        let tables = build(64 << 20, KernelPages::Closed).unwrap();
         // PML4, PDPT, one page table, one PD.
         assert_eq!(tables.len(), 4 * 4096);
         assert_eq!(entry(&tables, PML4_ADDR), PDPT_ADDR | MAPPED | WRITABLE | USER);
@@ -361,8 +376,19 @@ mod tests {
     }
 
     #[test]
+    fn an_open_kernel_is_reachable_from_ring3_but_for_page_0_and_the_page_tables() {
+        let tables = build(8 << 20, KernelPages::Open).unwrap();
+        assert_eq!(walk(&tables, 0), None, "page 0");
+        assert_eq!(walk(&tables, PAGE_TABLES_ADDR).map(|(_, user)| user), Some(false), "page tables");
+        assert_eq!(walk(&tables, PAGE_TABLES_END - 1).map(|(_, user)| user), Some(false), "page tables");
+        for address in [PAGE_SIZE, PAGE_TABLES_END, 1 << 20, LARGE_PAGE_SIZE, USER_BASE - 1, USER_BASE] {
+            assert_eq!(walk(&tables, address).map(|(_, user)| user), Some(true), "{address:#x}");
+        }
+    }
+
+    #[test]
     fn page_zero_is_not_mapped_and_the_rest_is_identity() {
-        let tables = build(8 << 20).unwrap();
+        let tables = build(8 << 20, KernelPages::Closed).unwrap();
         assert_eq!(walk(&tables, 0), None, "page 0");
         assert_eq!(walk(&tables, 0xfff), None, "page 0");
         for address in (PAGE_SIZE..LARGE_PAGE_SIZE).step_by(PAGE_SIZE as usize) {
@@ -381,7 +407,7 @@ mod tests {
 
     #[test]
     fn several_gibibytes_use_one_directory_each() {
-        let tables = build(3 << 30).unwrap();
+        let tables = build(3 << 30, KernelPages::Closed).unwrap();
         assert_eq!(tables.len(), 6 * 4096);
         assert_eq!(entry(&tables, PDPT_ADDR + 16), (FIRST_PD_ADDR + 2 * 4096) | MAPPED | WRITABLE | USER);
         assert_eq!(walk(&tables, (3 << 30) - 1).map(|(_, user)| user), Some(true));
@@ -389,13 +415,13 @@ mod tests {
 
     #[test]
     fn the_largest_ram_fits_the_reserved_area() {
-        assert!(build(super::super::layout::MAX_RAM_BYTES).is_ok());
+        assert!(build(super::super::layout::MAX_RAM_BYTES, KernelPages::Closed).is_ok());
     }
 
     #[test]
     fn protecting_splits_a_large_page_and_sets_each_entry() {
         let ram = GuestRam::new(8 << 20).unwrap();
-        install(&ram).unwrap();
+        install(&ram, KernelPages::Closed).unwrap();
         let mut tables = PageTables::installed(8 << 20);
         let read_back = |address: u64| {
             let mut bytes = vec![0u8; (PAGE_TABLES_END - PAGE_TABLES_ADDR) as usize];
@@ -420,7 +446,7 @@ mod tests {
     #[test]
     fn the_fill_port_writes_a_split_table_and_refuses_anything_else() {
         let ram = GuestRam::new(8 << 20).unwrap();
-        install(&ram).unwrap();
+        install(&ram, KernelPages::Closed).unwrap();
         let pool = PageTables::installed(8 << 20).free_area();
         let request = 0x1000;
         let send = |fill: FillPageTable| {
