@@ -76,7 +76,7 @@ pub fn syscall_may_fault() -> bool {
 }
 
 /// Where `_start` lands on every vCPU, on its own stack, with RDI = &BootInfo, RSI = its number.
-pub extern "C" fn kernel_main(boot: &BootInfo, cpu: usize) -> ! {
+pub extern "C" fn kernel_main(boot: &'static BootInfo, cpu: usize) -> ! {
     if cpu == 0 {
         start(boot, console::Backend::Hypercall)
     }
@@ -85,7 +85,7 @@ pub extern "C" fn kernel_main(boot: &BootInfo, cpu: usize) -> ! {
 }
 
 /// The boot vCPU's path, shared by the direct (cvm VMM) and the PVH (QEMU) entries.
-pub fn start(boot: &BootInfo, backend: console::Backend) -> ! {
+pub fn start(boot: &'static BootInfo, backend: console::Backend) -> ! {
     let tsc_at_boot = cpu::rdtsc();
     QEMU_MODE.set(backend == console::Backend::Serial);
     console::init(backend);

@@ -47,8 +47,12 @@ static POOL_END: AtomicU64 = AtomicU64::new(0);
 /// At most this many 2 MiB pages can ever be split: one per page of the page-table area.
 const MAX_SPLITS: usize = ((PAGE_TABLES_END - PAGE_TABLES_ADDR) / PAGE) as usize;
 
-/// What the kernel knows of the tables of the program's memory.
+/// What the kernel knows of the tables of the program's memory: read from the BootInfo at the
+/// first change (in the system-call path, which runs natively on nested hosts, rather than at
+/// boot, where every instruction is emulated).
 struct Known {
+    boot: *const BootInfo,
+    loaded: bool,
     /// The page directories: one page per GiB (entry n maps the 2 MiB page at n * 2 MiB).
     directories: u64,
     /// The 2 MiB pages split into 4 KiB pages: (its address, its table's).
@@ -56,7 +60,23 @@ struct Known {
     len: usize,
 }
 
+// SAFETY: the BootInfo pointer is only read, under KNOWN's lock.
+unsafe impl Send for Known {}
+
 impl Known {
+    fn load(&mut self) {
+        if self.loaded {
+            return;
+        }
+        self.loaded = true;
+        // SAFETY: the VMM's BootInfo, in kernel memory nothing else writes after boot.
+        let boot = unsafe { &*self.boot };
+        self.directories = boot.page_directories;
+        for &[base, table] in boot.split_by_vmm.iter().filter(|split| split[1] != 0) {
+            self.record(base, table);
+        }
+    }
+
     fn table(&self, chunk: u64) -> Option<u64> {
         self.splits[..self.len].iter().find(|(base, _)| *base == chunk).map(|(_, table)| *table)
     }
@@ -72,17 +92,18 @@ impl Known {
     }
 }
 
-static KNOWN: SpinLock<Known> = SpinLock::new(Known { directories: 0, splits: [(0, 0); MAX_SPLITS], len: 0 });
+static KNOWN: SpinLock<Known> = SpinLock::new(Known {
+    boot: core::ptr::null(),
+    loaded: false,
+    directories: 0,
+    splits: [(0, 0); MAX_SPLITS],
+    len: 0,
+});
 
-pub fn init(boot: &BootInfo) {
+pub fn init(boot: &'static BootInfo) {
     POOL.store(boot.page_table_pool, Ordering::Relaxed);
     POOL_END.store(boot.page_table_pool_end, Ordering::Relaxed);
-    KNOWN.with(|known| {
-        known.directories = boot.page_directories;
-        for &[base, table] in boot.split_by_vmm.iter().filter(|split| split[1] != 0) {
-            known.record(base, table);
-        }
-    });
+    KNOWN.with(|known| known.boot = boot);
 }
 
 fn bits(access: Access) -> u64 {
@@ -153,6 +174,7 @@ fn take_pages(count: u64) -> Option<u64> {
 /// page must be split and the pool is empty.
 pub fn protect(start: u64, end: u64, access: Access, before: impl Fn(u64) -> Access) -> Result<(), Errno> {
     let mut known = KNOWN.lock();
+    known.load();
     let chunks = || (start & !(LARGE_PAGE - 1)..end).step_by(LARGE_PAGE as usize);
     let partial = |chunk: u64| chunk < start || end < chunk + LARGE_PAGE;
     let splits = chunks().filter(|&chunk| partial(chunk) && known.table(chunk).is_none()).count() as u64;

@@ -52,6 +52,15 @@ impl<V: Copy + PartialEq, const N: usize> RangeMap<V, N> {
             return Ok(());
         }
         let len = self.len;
+        // The first range of an empty map (at boot, where each instruction is emulated on
+        // nested hosts: the general path below costs about 150).
+        if len == 0 {
+            if let (Some(value), true) = (value, N > 0) {
+                self.list[0] = Range { start, end, value };
+                self.len = 1;
+            }
+            return Ok(());
+        }
         // [first, last): the entries overlapping or touching [start, end).
         let first = self.list[..len].iter().position(|r| r.end >= start).unwrap_or(len);
         let last = first + self.list[first..len].iter().take_while(|r| r.start <= end).count();
