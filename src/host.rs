@@ -41,12 +41,20 @@ impl HostInfo {
             machine: read_trimmed("/proc/sys/kernel/hostname"),
             kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
             cpu_model,
-            cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            cpu_count: online_cpus(),
             memory_bytes: memory_kib * 1024,
             virtualization: virtualization_kind(&cpuinfo).to_string(),
             cvm_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
+}
+
+/// The machine's online CPUs (not this process's share of them: std's available_parallelism
+/// also reads the cgroup's quota, four more files on every run).
+fn online_cpus() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let count = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(count).ok().filter(|&count| count > 0).unwrap_or(1)
 }
 
 /// Which kind of KVM this host offers: the loaded module tells, then the CPU flags.

@@ -335,11 +335,7 @@ fn fill_random(bytes: &mut [u8]) {
 
 /// True on VT-x or AMD-V hosts, where the guest's syscall path runs at real CPL0.
 pub fn hardware_virtualization() -> bool {
-    static KIND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-    let kind = KIND.get_or_init(|| {
-        crate::host::virtualization_kind(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
-    });
-    matches!(*kind, "vmx" | "svm")
+    matches!(crate::host::HostInfo::current().virtualization.as_str(), "vmx" | "svm")
 }
 
 fn boot_info(plan: &VmPlan, user_stack_pointer: u64, fsgsbase: bool, tsc_khz: u64) -> BootInfo {
