@@ -294,14 +294,18 @@ pub fn fill_split_table(ram: &GuestRam, pool: (u64, u64), request: u64) -> Resul
     };
     let table = fill.table;
     ensure!(
-        table.is_multiple_of(PAGE_SIZE) && pool.0 <= table && table + PAGE_SIZE <= pool.1,
+        table.is_multiple_of(PAGE_SIZE)
+            && pool.0 <= table
+            && table.checked_add(PAGE_SIZE).is_some_and(|end| end <= pool.1),
         "page table to fill at {table:#x} is not a page of the page-table pool {:#x}..{:#x}",
         pool.0,
         pool.1
     );
     let base = fill.base;
     ensure!(
-        base.is_multiple_of(LARGE_PAGE_SIZE) && USER_BASE <= base && base + LARGE_PAGE_SIZE <= ram.size(),
+        base.is_multiple_of(LARGE_PAGE_SIZE)
+            && USER_BASE <= base
+            && base.checked_add(LARGE_PAGE_SIZE).is_some_and(|end| end <= ram.size()),
         "page table to fill at {table:#x} would map {base:#x}, not a 2 MiB page of the program's memory"
     );
     let valid_bits = |bits: u64| bits & !(MAPPED | WRITABLE | USER) == 0 && bits & USER != 0;
@@ -486,6 +490,12 @@ mod tests {
         assert!(refused(&|f| f.changed_to = 513), "past the table");
         assert!(refused(&|f| f.changed_from = 6), "backwards");
         assert!(fill_split_table(&ram, pool, (8 << 20) - 8).is_err(), "request beyond guest RAM");
+        // Sums that would wrap around (a hostile guest can reach the port on PVM hosts).
+        assert!(refused(&|f| f.table = u64::MAX & !(PAGE_SIZE - 1)), "a table at the top of the address space");
+        assert!(
+            refused(&|f| f.base = u64::MAX & !(LARGE_PAGE_SIZE - 1)),
+            "a 2 MiB page at the top of the address space"
+        );
     }
 
     #[test]
