@@ -76,6 +76,7 @@ fn short_need(need: labs::question::Need) -> &'static str {
         labs::question::Need::Containers => "containers (root)",
         labs::question::Need::Kvm => "/dev/kvm",
         labs::question::Need::Cgroup => "cgroups (root)",
+        labs::question::Need::Busybox => "busybox-static",
     }
 }
 

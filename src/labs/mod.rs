@@ -14,6 +14,7 @@ mod lab3;
 mod lab4;
 mod lab5;
 mod lab6;
+mod lab7;
 pub mod measure;
 pub mod question;
 
@@ -38,7 +39,7 @@ pub struct Lab {
     pub questions: fn() -> Vec<Question>,
 }
 
-pub static LABS: [&Lab; 6] = [&lab1::LAB, &lab2::LAB, &lab3::LAB, &lab4::LAB, &lab5::LAB, &lab6::LAB];
+pub static LABS: [&Lab; 7] = [&lab1::LAB, &lab2::LAB, &lab3::LAB, &lab4::LAB, &lab5::LAB, &lab6::LAB, &lab7::LAB];
 
 pub fn find(number: u32) -> Result<&'static Lab> {
     match LABS.iter().find(|lab| lab.number == number) {
@@ -74,6 +75,9 @@ impl Machine {
         if let Err(err) = cgroup_usable() {
             missing.push((Need::Cgroup, format!("{err:#}")));
         }
+        if let Err(err) = static_busybox() {
+            missing.push((Need::Busybox, format!("{err:#}")));
+        }
         Machine { missing }
     }
 
@@ -90,6 +94,11 @@ impl Machine {
             .collect();
         (!why.is_empty()).then(|| format!("needs {}", why.join("; ")))
     }
+}
+
+fn static_busybox() -> Result<()> {
+    let bytes = crate::program::read_regular_file(Path::new("/bin/busybox"), 64 << 20)?;
+    crate::program::check_static_elf(&bytes).context("/bin/busybox")
 }
 
 fn cgroup_usable() -> Result<()> {

@@ -18,6 +18,8 @@ pub enum Need {
     Kvm,
     /// A cgroup cvm may create and limit: root, or a delegated cgroup.
     Cgroup,
+    /// A static busybox at /bin/busybox, the program of the labs' images (a shell and its tools).
+    Busybox,
 }
 
 impl Need {
@@ -26,6 +28,7 @@ impl Need {
             Need::Containers => "the container runtime (root or user namespaces)",
             Need::Kvm => "the vm runtime (a readable and writable /dev/kvm)",
             Need::Cgroup => "a cgroup cvm may limit (root, or a delegated cgroup)",
+            Need::Busybox => "a static busybox at /bin/busybox (Debian and Ubuntu: apt-get install busybox-static)",
         }
     }
 }
