@@ -77,6 +77,7 @@ fn short_need(need: labs::question::Need) -> &'static str {
         labs::question::Need::Kvm => "/dev/kvm",
         labs::question::Need::Cgroup => "cgroups (root)",
         labs::question::Need::Busybox => "busybox-static",
+        labs::question::Need::DynamicProgram => "a dynamic /bin/true",
     }
 }
 

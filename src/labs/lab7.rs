@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
+use super::image_steps::{cvm_in, digest_in, inspect_in, layers_in, short, Scratch};
 use super::measure::{Band, Context};
 use super::question::{Answer, Correct, Grade, Need, Question, TaskCheck};
 use super::Lab;
@@ -33,32 +34,8 @@ const COMMITTED: &str = "greeter:2.0";
 const CONTAINER: &str = "visits";
 const VISIT: &str = "echo visit >> /log; wc -l < /log";
 
-/// `cvm ARGS` with `CVM_STORE=store`; its standard output, or an error with its last line.
-fn cvm_in(store: &Path, args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .env("CVM_STORE", store)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running cvm {}", args.join(" ")))?;
-    if !out.status.success() {
-        let error = String::from_utf8_lossy(&out.stderr);
-        bail!("`cvm {}` failed: {}", args.join(" "), error.trim().lines().last().unwrap_or("no message"));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn build_image(store: &Path) -> Result<()> {
     cvm_in(store, &["image", "build", "-t", IMAGE, "--binary", BUSYBOX, "--cmd", "echo", "--cmd", "hello"]).map(drop)
-}
-
-fn inspect_in(store: &Path, image: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(&cvm_in(store, &["image", "inspect", image])?).context("`cvm image inspect` printed no JSON")
-}
-
-/// The image's digest (its manifest's), from `image inspect`.
-fn digest_in(store: &Path, image: &str) -> Result<String> {
-    inspect_in(store, image)?["digest"].as_str().map(str::to_string).context("`cvm image inspect` shows no digest")
 }
 
 /// The lab's experiment in a scratch store: the digest of the image's layer (the same for the
@@ -75,8 +52,8 @@ struct Observed {
 
 fn observe(context: &mut Context) -> Result<Observed> {
     context.once("lab7", |context| {
-        let scratch = ScratchStore::new()?;
-        let store = scratch.0.as_path();
+        let scratch = Scratch::new("lab7-store")?;
+        let store = scratch.path();
         build_image(store)?;
         let layer = inspect_in(store, IMAGE)?["layers"][0]["digest"]
             .as_str()
@@ -91,24 +68,6 @@ fn observe(context: &mut Context) -> Result<Observed> {
         context.note(format!("{IMAGE}'s layer {layer}; second start {second_start}, fresh {fresh}; diff {diff}"));
         Ok(Observed { layer, second_start, fresh, diff })
     })
-}
-
-/// A store of the checker's own in cvm's cache, removed when dropped.
-struct ScratchStore(PathBuf);
-
-impl ScratchStore {
-    fn new() -> Result<ScratchStore> {
-        let path = crate::embedded::cache_dir().join(format!("lab7-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(ScratchStore(path))
-    }
-}
-
-impl Drop for ScratchStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn count(output: &str) -> Result<u64> {
@@ -179,11 +138,7 @@ fn perform_kept_state(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
 fn check_commit(task: &mut TaskCheck) -> Result<Grade> {
     let Ok(saved) = std::fs::read_to_string(task.evidence("committed.txt")) else { return Ok(Grade::Unanswered) };
     let store = student_store(task);
-    let layers = |image: &str| -> Result<usize> {
-        let inspect: serde_json::Value = serde_json::from_str(&cvm_in(&store, &["image", "inspect", image])?)?;
-        Ok(inspect["layers"].as_array().map_or(0, Vec::len))
-    };
-    let (Ok(base), Ok(committed)) = (layers(IMAGE), layers(COMMITTED)) else {
+    let (Ok(base), Ok(committed)) = (layers_in(&store, IMAGE), layers_in(&store, COMMITTED)) else {
         return Ok(Grade::Wrong(format!("the workspace's store lacks {IMAGE} or {COMMITTED}")));
     };
     if committed != base + 1 {
@@ -201,11 +156,6 @@ fn perform_commit(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
     cvm_in(&store, &["commit", CONTAINER, COMMITTED])?;
     std::fs::write(task.evidence("committed.txt"), cvm_in(&store, &["run", "--image", COMMITTED, "cat", "/log"])?)?;
     Ok(Some("done".into()))
-}
-
-/// `sha256:` and the first 12 hex digits.
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
 }
 
 fn questions() -> Vec<Question> {

@@ -171,7 +171,8 @@ impl Band {
     /// True when the band is narrow enough to tell an answer off by a factor of three from a
     /// right one. Wider, the machine is too noisy right now to grade the number at all.
     pub fn is_decisive(&self) -> bool {
-        self.low > self.measured / 3.0 && self.high < 3.0 * self.measured
+        // An exact count (none at all, too) is decisive whatever its value.
+        self.low == self.high || (self.low > self.measured / 3.0 && self.high < 3.0 * self.measured)
     }
 }
 

@@ -8,6 +8,7 @@
 //! is graded and [`measure`] how the checker measures for itself without flipping on noise.
 
 pub mod answers;
+mod image_steps;
 mod lab1;
 mod lab2;
 mod lab3;
@@ -15,6 +16,7 @@ mod lab4;
 mod lab5;
 mod lab6;
 mod lab7;
+mod lab8;
 pub mod measure;
 pub mod question;
 
@@ -39,7 +41,8 @@ pub struct Lab {
     pub questions: fn() -> Vec<Question>,
 }
 
-pub static LABS: [&Lab; 7] = [&lab1::LAB, &lab2::LAB, &lab3::LAB, &lab4::LAB, &lab5::LAB, &lab6::LAB, &lab7::LAB];
+pub static LABS: [&Lab; 8] =
+    [&lab1::LAB, &lab2::LAB, &lab3::LAB, &lab4::LAB, &lab5::LAB, &lab6::LAB, &lab7::LAB, &lab8::LAB];
 
 pub fn find(number: u32) -> Result<&'static Lab> {
     match LABS.iter().find(|lab| lab.number == number) {
@@ -78,6 +81,9 @@ impl Machine {
         if let Err(err) = static_busybox() {
             missing.push((Need::Busybox, format!("{err:#}")));
         }
+        if let Err(err) = dynamic_true() {
+            missing.push((Need::DynamicProgram, format!("{err:#}")));
+        }
         Machine { missing }
     }
 
@@ -99,6 +105,15 @@ impl Machine {
 fn static_busybox() -> Result<()> {
     let bytes = crate::program::read_regular_file(Path::new("/bin/busybox"), 64 << 20)?;
     crate::program::check_static_elf(&bytes).context("/bin/busybox")
+}
+
+fn dynamic_true() -> Result<()> {
+    let bytes = crate::program::read_regular_file(Path::new("/bin/true"), 64 << 20)?;
+    let elf = crate::elf::ElfFile::parse_any(&bytes).context("/bin/true")?;
+    anyhow::ensure!(elf.interpreter.is_some(), "/bin/true is statically linked here");
+    let ldd = std::process::Command::new("ldd").arg("/bin/true").output().context("running ldd")?;
+    anyhow::ensure!(ldd.status.success(), "ldd /bin/true failed");
+    Ok(())
 }
 
 fn cgroup_usable() -> Result<()> {

@@ -20,6 +20,8 @@ pub enum Need {
     Cgroup,
     /// A static busybox at /bin/busybox, the program of the labs' images (a shell and its tools).
     Busybox,
+    /// A dynamically linked /bin/true (glibc distributions), with `ldd`.
+    DynamicProgram,
 }
 
 impl Need {
@@ -29,6 +31,7 @@ impl Need {
             Need::Kvm => "the vm runtime (a readable and writable /dev/kvm)",
             Need::Cgroup => "a cgroup cvm may limit (root, or a delegated cgroup)",
             Need::Busybox => "a static busybox at /bin/busybox (Debian and Ubuntu: apt-get install busybox-static)",
+            Need::DynamicProgram => "a dynamically linked /bin/true and ldd (Debian, Ubuntu, Fedora: already there)",
         }
     }
 }

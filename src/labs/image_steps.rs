@@ -1,0 +1,69 @@
+//! What the image labs (7, 8) run: cvm's own image and container commands against a store of
+//! the student's (in the workspace) or of the checker's (a scratch store it removes).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+/// `cvm ARGS` with `CVM_STORE=store`: its standard output and error, or an error with the last
+/// line of what it said.
+pub fn cvm_said(store: &Path, args: &[&str]) -> Result<(String, String)> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .env("CVM_STORE", store)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running cvm {}", args.join(" ")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        bail!("`cvm {}` failed: {}", args.join(" "), stderr.trim().lines().last().unwrap_or("no message"));
+    }
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr))
+}
+
+/// `cvm ARGS` with `CVM_STORE=store`: its standard output.
+pub fn cvm_in(store: &Path, args: &[&str]) -> Result<String> {
+    Ok(cvm_said(store, args)?.0)
+}
+
+/// `cvm image inspect IMAGE` in `store`, as JSON.
+pub fn inspect_in(store: &Path, image: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(&cvm_in(store, &["image", "inspect", image])?).context("`cvm image inspect` printed no JSON")
+}
+
+/// The image's digest (its manifest's) in `store`.
+pub fn digest_in(store: &Path, image: &str) -> Result<String> {
+    inspect_in(store, image)?["digest"].as_str().map(str::to_string).context("`cvm image inspect` shows no digest")
+}
+
+/// How many layers the image has in `store`.
+pub fn layers_in(store: &Path, image: &str) -> Result<usize> {
+    Ok(inspect_in(store, image)?["layers"].as_array().map_or(0, Vec::len))
+}
+
+/// A folder of the checker's own in cvm's cache (a store, a registry), removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Result<Scratch> {
+        let path = crate::embedded::cache_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Scratch(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `sha256:` and the first 12 hex digits.
+pub fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
