@@ -53,6 +53,8 @@ fn labs_are_listed_readable_and_started() {
 /// are within the noise of a loaded machine, no answer), a number five times off, a sentence
 /// that names nothing, another text.
 fn wrong_answer(answer: &Answer, key: &toml::Value) -> toml::Value {
+    // A measured choice may run cvm as a whole command: that is cvm, not this test harness.
+    std::env::set_var("CVM_EXECUTABLE", env!("CARGO_BIN_EXE_cvm"));
     match answer {
         Answer::Choice { options, correct } => {
             let right = chosen(options, &text(key)).unwrap();

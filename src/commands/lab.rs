@@ -78,6 +78,7 @@ fn short_need(need: labs::question::Need) -> &'static str {
         labs::question::Need::Cgroup => "cgroups (root)",
         labs::question::Need::Busybox => "busybox-static",
         labs::question::Need::DynamicProgram => "a dynamic /bin/true",
+        labs::question::Need::Qemu => "qemu-system-x86",
     }
 }
 

@@ -54,11 +54,26 @@ pub struct Setup {
     pub args: Vec<String>,
     pub memory_bytes: Option<u64>,
     pub cpus: Option<f64>,
+    /// Run cvm's own runtime as a whole `cvm run` command spawned from outside (as the peers
+    /// always are), so its figure is `command.wall_ns` like theirs.
+    pub whole_command: bool,
 }
 
 impl Setup {
     pub fn new(runtime: RuntimeKind, workload: &'static str, args: &[&str]) -> Setup {
-        Setup { runtime, workload, args: args.iter().map(|a| a.to_string()).collect(), memory_bytes: None, cpus: None }
+        Setup {
+            runtime,
+            workload,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            memory_bytes: None,
+            cpus: None,
+            whole_command: false,
+        }
+    }
+
+    pub fn whole_command(mut self) -> Setup {
+        self.whole_command = true;
+        self
     }
 
     pub fn memory(mut self, bytes: u64) -> Setup {
@@ -68,7 +83,11 @@ impl Setup {
 
     /// Runs it once; the record whatever the outcome.
     pub fn run(&self) -> Result<RunRecord> {
-        let runtime = runtime::runtime(self.runtime);
+        let runtime: Box<dyn runtime::Runtime> = if self.whole_command && !self.runtime.is_peer() {
+            Box::new(crate::peers::own::WholeCommandRuntime::new(self.runtime, cvm_executable()?))
+        } else {
+            runtime::runtime(self.runtime)
+        };
         runtime.check_available()?;
         let mut spec = RunSpec::new(Program::workload(self.workload)?, self.args.clone());
         spec.memory_bytes = self.memory_bytes;
@@ -88,6 +107,15 @@ impl Setup {
             );
         }
         Ok(record)
+    }
+}
+
+/// The cvm executable to spawn for a whole command: this process, which is cvm, unless
+/// `CVM_EXECUTABLE` names another (the tests, whose process is the test harness).
+fn cvm_executable() -> Result<std::path::PathBuf> {
+    match std::env::var_os("CVM_EXECUTABLE") {
+        Some(path) => Ok(path.into()),
+        None => Ok(std::env::current_exe()?),
     }
 }
 

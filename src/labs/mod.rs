@@ -17,6 +17,7 @@ mod lab5;
 mod lab6;
 mod lab7;
 mod lab8;
+mod lab9;
 pub mod measure;
 pub mod question;
 
@@ -41,8 +42,8 @@ pub struct Lab {
     pub questions: fn() -> Vec<Question>,
 }
 
-pub static LABS: [&Lab; 8] =
-    [&lab1::LAB, &lab2::LAB, &lab3::LAB, &lab4::LAB, &lab5::LAB, &lab6::LAB, &lab7::LAB, &lab8::LAB];
+pub static LABS: [&Lab; 9] =
+    [&lab1::LAB, &lab2::LAB, &lab3::LAB, &lab4::LAB, &lab5::LAB, &lab6::LAB, &lab7::LAB, &lab8::LAB, &lab9::LAB];
 
 pub fn find(number: u32) -> Result<&'static Lab> {
     match LABS.iter().find(|lab| lab.number == number) {
@@ -83,6 +84,9 @@ impl Machine {
         }
         if let Err(err) = dynamic_true() {
             missing.push((Need::DynamicProgram, format!("{err:#}")));
+        }
+        if let Err(err) = crate::runtime::runtime(crate::record::RuntimeKind::Qemu).check_available() {
+            missing.push((Need::Qemu, format!("{err:#}")));
         }
         Machine { missing }
     }

@@ -22,6 +22,8 @@ pub enum Need {
     Busybox,
     /// A dynamically linked /bin/true (glibc distributions), with `ldd`.
     DynamicProgram,
+    /// QEMU that boots cvm's guest kernel here (the peer `qemu`).
+    Qemu,
 }
 
 impl Need {
@@ -32,6 +34,7 @@ impl Need {
             Need::Cgroup => "a cgroup cvm may limit (root, or a delegated cgroup)",
             Need::Busybox => "a static busybox at /bin/busybox (Debian and Ubuntu: apt-get install busybox-static)",
             Need::DynamicProgram => "a dynamically linked /bin/true and ldd (Debian, Ubuntu, Fedora: already there)",
+            Need::Qemu => "QEMU with KVM (Debian and Ubuntu: apt-get install qemu-system-x86)",
         }
     }
 }
