@@ -10,6 +10,7 @@
 pub mod answers;
 mod image_steps;
 mod lab1;
+mod lab10;
 mod lab2;
 mod lab3;
 mod lab4;
@@ -42,8 +43,18 @@ pub struct Lab {
     pub questions: fn() -> Vec<Question>,
 }
 
-pub static LABS: [&Lab; 9] =
-    [&lab1::LAB, &lab2::LAB, &lab3::LAB, &lab4::LAB, &lab5::LAB, &lab6::LAB, &lab7::LAB, &lab8::LAB, &lab9::LAB];
+pub static LABS: [&Lab; 10] = [
+    &lab1::LAB,
+    &lab2::LAB,
+    &lab3::LAB,
+    &lab4::LAB,
+    &lab5::LAB,
+    &lab6::LAB,
+    &lab7::LAB,
+    &lab8::LAB,
+    &lab9::LAB,
+    &lab10::LAB,
+];
 
 pub fn find(number: u32) -> Result<&'static Lab> {
     match LABS.iter().find(|lab| lab.number == number) {
