@@ -11,6 +11,7 @@ pub mod answers;
 mod image_steps;
 mod lab1;
 mod lab10;
+mod lab11;
 mod lab2;
 mod lab3;
 mod lab4;
@@ -43,7 +44,7 @@ pub struct Lab {
     pub questions: fn() -> Vec<Question>,
 }
 
-pub static LABS: [&Lab; 10] = [
+pub static LABS: [&Lab; 11] = [
     &lab1::LAB,
     &lab2::LAB,
     &lab3::LAB,
@@ -54,6 +55,7 @@ pub static LABS: [&Lab; 10] = [
     &lab8::LAB,
     &lab9::LAB,
     &lab10::LAB,
+    &lab11::LAB,
 ];
 
 pub fn find(number: u32) -> Result<&'static Lab> {
