@@ -12,6 +12,7 @@ mod image_steps;
 mod lab1;
 mod lab10;
 mod lab11;
+mod lab12;
 mod lab2;
 mod lab3;
 mod lab4;
@@ -44,7 +45,7 @@ pub struct Lab {
     pub questions: fn() -> Vec<Question>,
 }
 
-pub static LABS: [&Lab; 11] = [
+pub static LABS: [&Lab; 12] = [
     &lab1::LAB,
     &lab2::LAB,
     &lab3::LAB,
@@ -56,6 +57,7 @@ pub static LABS: [&Lab; 11] = [
     &lab9::LAB,
     &lab10::LAB,
     &lab11::LAB,
+    &lab12::LAB,
 ];
 
 pub fn find(number: u32) -> Result<&'static Lab> {
