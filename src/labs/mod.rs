@@ -13,6 +13,7 @@ mod lab1;
 mod lab10;
 mod lab11;
 mod lab12;
+mod lab13;
 mod lab2;
 mod lab3;
 mod lab4;
@@ -45,7 +46,7 @@ pub struct Lab {
     pub questions: fn() -> Vec<Question>,
 }
 
-pub static LABS: [&Lab; 12] = [
+pub static LABS: [&Lab; 13] = [
     &lab1::LAB,
     &lab2::LAB,
     &lab3::LAB,
@@ -58,6 +59,7 @@ pub static LABS: [&Lab; 12] = [
     &lab10::LAB,
     &lab11::LAB,
     &lab12::LAB,
+    &lab13::LAB,
 ];
 
 pub fn find(number: u32) -> Result<&'static Lab> {
