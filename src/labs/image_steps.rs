@@ -41,6 +41,14 @@ pub fn layers_in(store: &Path, image: &str) -> Result<usize> {
     Ok(inspect_in(store, image)?["layers"].as_array().map_or(0, Vec::len))
 }
 
+/// Ships `image` from the store `from` to the store `to` through the registry folder
+/// `registry`: a push, then a pull.
+pub fn ship(from: &Path, registry: &Path, to: &Path, image: &str) -> Result<()> {
+    let registry = registry.to_str().context("a registry path that is not UTF-8")?;
+    cvm_in(from, &["image", "push", image, registry])?;
+    cvm_in(to, &["image", "pull", registry, image]).map(drop)
+}
+
 /// A folder of the checker's own in cvm's cache (a store, a registry), removed when dropped.
 pub struct Scratch(pub PathBuf);
 

@@ -3,11 +3,11 @@
 //! data out), with an image that carries a program, its configuration file and its environment,
 //! handed to a "new developer" through a registry.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
-use super::image_steps::{cvm_in, digest_in, layers_in, short, Scratch};
+use super::image_steps::{cvm_in, digest_in, layers_in, ship, short, Scratch};
 use super::measure::{Band, Context};
 use super::question::{Answer, Correct, Grade, Need, Question, TaskCheck};
 use super::Lab;
@@ -87,13 +87,9 @@ fn layers(context: &mut Context) -> Result<Band> {
     Ok(Band::exact(observe(context)?.layers as f64, 0.0))
 }
 
-fn path(task: &TaskCheck, name: &str) -> PathBuf {
-    task.workspace.join(name)
-}
-
 fn check_new_developer(task: &mut TaskCheck) -> Result<Grade> {
     let Ok(saved) = std::fs::read_to_string(task.evidence("new-developer.txt")) else { return Ok(Grade::Unanswered) };
-    let (team, newcomer) = (path(task, "team"), path(task, "newcomer"));
+    let (team, newcomer) = (task.path("team"), task.path("newcomer"));
     let (Ok(built), Ok(pulled)) = (digest_in(&team, IMAGE), digest_in(&newcomer, IMAGE)) else {
         return Ok(Grade::Wrong(format!("{IMAGE} is not in both team/ and newcomer/ of this workspace")));
     };
@@ -108,13 +104,11 @@ fn check_new_developer(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_new_developer(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let (team, newcomer, registry) = (path(task, "team"), path(task, "newcomer"), path(task, "registry"));
-    let config = path(task, "greeting.conf");
+    let (team, newcomer) = (task.path("team"), task.path("newcomer"));
+    let config = task.path("greeting.conf");
     std::fs::write(&config, CONFIG)?;
     build_team_app(&team, &config)?;
-    let registry = registry.to_str().context("a workspace path that is not UTF-8")?;
-    cvm_in(&team, &["image", "push", IMAGE, registry])?;
-    cvm_in(&newcomer, &["image", "pull", registry, IMAGE])?;
+    ship(&team, &task.path("registry"), &newcomer, IMAGE)?;
     std::fs::write(task.evidence("new-developer.txt"), cvm_in(&newcomer, &["run", "--image", IMAGE])?)?;
     Ok(Some("done".into()))
 }

@@ -6,7 +6,7 @@
 //! the checker can see what they built and changed; what it measures itself it does in a
 //! scratch store of its own.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
@@ -90,11 +90,6 @@ fn container_diff(context: &mut Context) -> Result<String> {
     Ok(observe(context)?.diff)
 }
 
-/// The student's store: `store/` in the workspace.
-fn student_store(task: &TaskCheck) -> PathBuf {
-    task.workspace.join("store")
-}
-
 /// The digest a saved `cvm image inspect` shows.
 fn saved_digest(task: &TaskCheck, name: &str) -> Result<Option<String>> {
     let Ok(text) = std::fs::read_to_string(task.evidence(name)) else { return Ok(None) };
@@ -109,7 +104,7 @@ fn check_kept_state(task: &mut TaskCheck) -> Result<Grade> {
     else {
         return Ok(Grade::Unanswered);
     };
-    let store = student_store(task);
+    let store = task.path("store");
     let now = digest_in(&store, IMAGE).context("the workspace's store has no greeter:1.0 (CVM_STORE=$PWD/store?)")?;
     if before != now || after != now {
         return Ok(Grade::Wrong(format!("the saved digests are not those of {IMAGE} in the workspace's store")));
@@ -125,7 +120,7 @@ fn check_kept_state(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_kept_state(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let store = student_store(task);
+    let store = task.path("store");
     build_image(&store)?;
     std::fs::write(task.evidence("inspect-before.json"), cvm_in(&store, &["image", "inspect", IMAGE])?)?;
     cvm_in(&store, &["create", "--name", CONTAINER, "--image", IMAGE, "sh", "-c", VISIT])?;
@@ -137,7 +132,7 @@ fn perform_kept_state(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
 
 fn check_commit(task: &mut TaskCheck) -> Result<Grade> {
     let Ok(saved) = std::fs::read_to_string(task.evidence("committed.txt")) else { return Ok(Grade::Unanswered) };
-    let store = student_store(task);
+    let store = task.path("store");
     let (Ok(base), Ok(committed)) = (layers_in(&store, IMAGE), layers_in(&store, COMMITTED)) else {
         return Ok(Grade::Wrong(format!("the workspace's store lacks {IMAGE} or {COMMITTED}")));
     };
@@ -152,7 +147,7 @@ fn check_commit(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_commit(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let store = student_store(task);
+    let store = task.path("store");
     cvm_in(&store, &["commit", CONTAINER, COMMITTED])?;
     std::fs::write(task.evidence("committed.txt"), cvm_in(&store, &["run", "--image", COMMITTED, "cat", "/log"])?)?;
     Ok(Some("done".into()))

@@ -4,11 +4,11 @@
 //! them, and a dynamically linked program that runs only once its loader and libraries are
 //! layers of its image.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
-use super::image_steps::{cvm_in, cvm_said, digest_in, layers_in, short, Scratch};
+use super::image_steps::{cvm_in, cvm_said, digest_in, layers_in, ship, short, Scratch};
 use super::measure::{Band, Context};
 use super::question::{Answer, Correct, Grade, Need, Question, TaskCheck};
 use super::Lab;
@@ -81,20 +81,16 @@ fn loader(_: &mut Context) -> Result<String> {
     crate::elf::ElfFile::parse_any(&bytes)?.interpreter.context("/bin/true is not dynamically linked here")
 }
 
-fn workspace_path(task: &TaskCheck, name: &str) -> PathBuf {
-    task.workspace.join(name)
-}
-
 fn check_shipped(task: &mut TaskCheck) -> Result<Grade> {
     let Ok(output) = std::fs::read_to_string(task.evidence("server-b.txt")) else { return Ok(Grade::Unanswered) };
-    let (a, b) = (workspace_path(task, "server-a"), workspace_path(task, "server-b"));
+    let (a, b) = (task.path("server-a"), task.path("server-b"));
     let (Ok(on_a), Ok(on_b)) = (digest_in(&a, IMAGE), digest_in(&b, IMAGE)) else {
         return Ok(Grade::Wrong(format!("{IMAGE} is not in both server-a/ and server-b/ of this workspace")));
     };
     if on_a != on_b {
         return Ok(Grade::Wrong(format!("server-b's {IMAGE} is not server-a's (another build, not a pull?)")));
     }
-    let registry = workspace_path(task, "registry").join("index.json");
+    let registry = task.path("registry").join("index.json");
     let index = std::fs::read_to_string(&registry).unwrap_or_default();
     if !index.contains(&on_a) {
         return Ok(Grade::Wrong("registry/ of this workspace does not hold the image".into()));
@@ -106,12 +102,9 @@ fn check_shipped(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_shipped(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let (a, b) = (workspace_path(task, "server-a"), workspace_path(task, "server-b"));
-    let registry = workspace_path(task, "registry");
-    let registry = registry.to_str().context("a workspace path that is not UTF-8")?;
+    let (a, b) = (task.path("server-a"), task.path("server-b"));
     build_shipped(&a)?;
-    cvm_in(&a, &["image", "push", IMAGE, registry])?;
-    cvm_in(&b, &["image", "pull", registry, IMAGE])?;
+    ship(&a, &task.path("registry"), &b, IMAGE)?;
     std::fs::write(task.evidence("server-b.txt"), cvm_in(&b, &["run", "--image", IMAGE])?)?;
     Ok(Some("done".into()))
 }
@@ -125,7 +118,7 @@ fn check_libraries(task: &mut TaskCheck) -> Result<Grade> {
     if !record.succeeded() || record.exit_code != 0 {
         return Ok(Grade::Wrong("the saved run did not end with exit status 0".into()));
     }
-    let a = workspace_path(task, "server-a");
+    let a = task.path("server-a");
     let (Ok(bare), Ok(full)) = (layers_in(&a, "true-only"), layers_in(&a, "true-with-libs")) else {
         return Ok(Grade::Wrong("server-a/ lacks true-only or true-with-libs".into()));
     };
@@ -139,7 +132,7 @@ fn check_libraries(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_libraries(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let a = workspace_path(task, "server-a");
+    let a = task.path("server-a");
     cvm_in(&a, &["image", "build", "-t", "true-only", "--binary", DYNAMIC])?;
     let mut args: Vec<String> =
         ["image", "build", "-t", "true-with-libs", "--from", "true-only"].map(String::from).into();

@@ -81,6 +81,19 @@ impl TaskCheck<'_> {
     pub fn evidence(&self, name: &str) -> std::path::PathBuf {
         self.workspace.join("evidence").join(name)
     }
+
+    /// `name` in the workspace (a store or registry folder the lab keeps there).
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.workspace.join(name)
+    }
+
+    /// Runs this cvm with `args` and saves what it printed on standard output as evidence
+    /// `name`, whatever its exit status: the record of a run that failed is evidence too.
+    pub fn save_cvm_output(&self, name: &str, args: &[&str]) -> Result<()> {
+        let out = std::process::Command::new(std::env::current_exe()?).args(args).output()?;
+        std::fs::write(self.evidence(name), out.stdout)?;
+        Ok(())
+    }
 }
 
 /// How one question was graded.
