@@ -79,12 +79,21 @@ impl Layout {
     }
 
     /// `blobs/sha256` as a real folder (not a symlink to somewhere else), created if missing.
+    /// Another cvm command may create it at the same moment: then it exists when this one tries,
+    /// and what stands there is checked like any folder found.
     fn ensure_blob_folder(&self) -> Result<()> {
         for dir in [self.root.join("blobs"), self.blobs()] {
-            match std::fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => bail!("{} is not a folder (a symlink?): refused", dir.display()),
-                Err(_) => std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?,
+            if std::fs::symlink_metadata(&dir).is_err() {
+                match std::fs::create_dir(&dir) {
+                    Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(error).with_context(|| format!("cannot create {}", dir.display()));
+                    }
+                    _ => {}
+                }
+            }
+            let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+            if !meta.is_dir() {
+                bail!("{} is not a folder (a symlink?): refused", dir.display());
             }
         }
         Ok(())
