@@ -6,14 +6,21 @@
 //! when cvm is interrupted (the signal interrupts the wait), or when another vCPU wakes this one
 //! ([`Parker::wake`]). The vCPU kick timer is stopped during the park, so an idle VM wakes its
 //! host thread only when its guest asks to be woken (and at most once a second).
+//!
+//! The first time every vCPU is parked at once for a while, the VMM gives back the copies of
+//! the program's pages it made at start (`GuestRam::give_back_unchanged_file_pages`): an idle
+//! VM then shares its program's unchanged pages with every other VM running the same program.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use super::super::bus::{port_value, Access, Device, PortAction};
+use super::super::memory::GuestRam;
+use super::lock;
 use crate::interrupt;
 
 /// Where a parked vCPU thread waits: an eventfd another thread can signal.
@@ -70,12 +77,23 @@ pub struct SleepDevice {
     deadline: Instant,
     requests: AtomicU64,
     slept_ns: AtomicU64,
+    /// How many vCPUs are in a park; a vCPU leaving one waits while the copies are given back.
+    parked: Mutex<usize>,
 }
+
+/// A park at least this long is "a while": worth giving the program's copied pages back for.
+const IDLE_MICROS: u32 = 10_000;
 
 impl SleepDevice {
     pub fn new(cpus: usize, deadline: Instant) -> Result<SleepDevice> {
         let parkers = (0..cpus.max(1)).map(|_| Parker::new()).collect::<Result<_>>()?;
-        Ok(SleepDevice { parkers, deadline, requests: AtomicU64::new(0), slept_ns: AtomicU64::new(0) })
+        Ok(SleepDevice {
+            parkers,
+            deadline,
+            requests: AtomicU64::new(0),
+            slept_ns: AtomicU64::new(0),
+            parked: Mutex::new(0),
+        })
     }
 
     /// Wakes every parked vCPU (the run is over: they must notice).
@@ -93,13 +111,24 @@ impl SleepDevice {
         (self.requests.load(Ordering::Relaxed), Duration::from_nanos(self.slept_ns.load(Ordering::Relaxed)))
     }
 
-    /// Parks vCPU `cpu` for `micros` (or until the deadline, a wake or an interruption).
-    pub fn sleep(&self, cpu: usize, micros: u32) {
+    /// Parks vCPU `cpu` for `micros` (or until the deadline, a wake or an interruption). When
+    /// this makes every vCPU parked and the park is long, gives `ram`'s copied pages back first.
+    pub fn sleep(&self, cpu: usize, micros: u32, ram: Option<&GuestRam>) {
         let Some(parker) = self.parkers.get(cpu) else { return };
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let until = (started + Duration::from_micros(u64::from(micros))).min(self.deadline);
+        {
+            let mut parked = lock(&self.parked);
+            *parked += 1;
+            if let Some(ram) = ram.filter(|_| *parked == self.parkers.len() && micros >= IDLE_MICROS) {
+                // No vCPU runs guest code: the others are parked, and one leaving its park
+                // waits for this lock. Failing to give back only costs memory.
+                let _ = ram.give_back_unchanged_file_pages();
+            }
+        }
         crate::vmm::kick::paused(|| parker.park(until));
+        *lock(&self.parked) -= 1;
         self.slept_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 }
@@ -107,7 +136,7 @@ impl SleepDevice {
 impl Device for SleepDevice {
     fn write(&self, _port: u16, data: &[u8], access: &Access) -> PortAction {
         // The run loop checks the deadline and interruptions when the guest resumes.
-        self.sleep(access.cpu, port_value(data));
+        self.sleep(access.cpu, port_value(data), Some(access.ram));
         PortAction::Continue
     }
 }
@@ -133,11 +162,11 @@ mod tests {
     fn sleeps_the_time_asked_but_never_past_the_deadline_and_wakes_early() {
         let started = Instant::now();
         let device = SleepDevice::new(2, started + Duration::from_secs(5)).unwrap();
-        device.sleep(0, 20_000);
+        device.sleep(0, 20_000, None);
         assert!(started.elapsed() >= Duration::from_millis(20));
         let short = SleepDevice::new(1, Instant::now() + Duration::from_millis(30)).unwrap();
         let started = Instant::now();
-        short.sleep(0, 5_000_000);
+        short.sleep(0, 5_000_000, None);
         assert!(started.elapsed() < Duration::from_secs(1), "the deadline ends the sleep");
         std::thread::scope(|scope| {
             let started = Instant::now();
@@ -145,9 +174,28 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(20));
                 device.parker(1).unwrap().wake();
             });
-            device.sleep(1, 3_000_000);
+            device.sleep(1, 3_000_000, None);
             assert!(started.elapsed() < Duration::from_secs(2), "a wake ends the sleep");
         });
         assert_eq!(device.totals().0, 2);
+    }
+
+    #[test]
+    fn the_copied_program_pages_go_back_when_every_vcpu_parks_for_a_while() {
+        use std::io::Write;
+        let page = crate::vmm::memory::host_page_size();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![7u8; 2 * page as usize]).unwrap();
+        let ram = GuestRam::new(4 << 20).unwrap();
+        ram.map_file(0x10_0000, 2 * page, &file, 0).unwrap();
+        let device = SleepDevice::new(1, Instant::now() + Duration::from_secs(5)).unwrap();
+        device.sleep(0, 100, Some(&ram));
+        assert_eq!(ram.residency(0).unwrap().anonymous, 2 * page, "a short park keeps the copies");
+        device.sleep(0, IDLE_MICROS, Some(&ram));
+        assert_eq!(ram.residency(0).unwrap().anonymous, 0, "a long one gives them back");
+        let two = SleepDevice::new(2, Instant::now() + Duration::from_secs(5)).unwrap();
+        ram.map_file(0x20_0000, page, &file, 0).unwrap();
+        two.sleep(0, IDLE_MICROS, Some(&ram));
+        assert_eq!(ram.residency(0).unwrap().anonymous, page, "not while another vCPU may run");
     }
 }
