@@ -348,26 +348,30 @@ fn the_container_cgroup_allows_only_its_own_devices_as_root() {
     let Some(parent) = trees.dir("devices").map(Path::to_path_buf) else {
         panic!("this v1 host has no devices controller");
     };
+    let before: Vec<_> = std::fs::read_dir(&parent).unwrap().flatten().map(|e| e.path()).collect();
     let mut child = cvm()
         .args(["run", "--runtime", "container", "--binary", busybox, "sleep", "3"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let started = Instant::now();
-    let list = loop {
+    let (dir, list) = loop {
         let found = std::fs::read_dir(&parent)
             .unwrap()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("cvm-"))
-            .find_map(|e| std::fs::read_to_string(e.path().join("devices.list")).ok());
-        if let Some(list) = found {
-            break list;
+            .filter(|e| e.file_name().to_string_lossy().starts_with("cvm-") && !before.contains(&e.path()))
+            .find_map(|e| std::fs::read_to_string(e.path().join("devices.list")).ok().map(|list| (e.path(), list)));
+        if let Some(found) = found {
+            break found;
         }
         assert!(started.elapsed() < Duration::from_secs(5), "no run cgroup appeared in {}", parent.display());
         std::thread::sleep(Duration::from_millis(10));
     };
-    child.kill().unwrap();
+    // Ctrl-C, not SIGKILL: a killed cvm cannot remove its cgroup, and every CI run left one.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     child.wait().unwrap();
+    assert!(!dir.exists(), "the run's cgroup {} was left behind", dir.display());
     let mut rules: Vec<&str> = list.lines().collect();
     rules.sort();
     assert!(rules.contains(&"c 1:3 rwm"), "/dev/null must be allowed: {rules:?}");
