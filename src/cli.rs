@@ -216,6 +216,10 @@ pub struct LimitArgs {
     /// container: the system-call filter, `default` (Docker's default profile) or `unconfined`.
     #[arg(long, value_enum, default_value = "default", value_name = "PROFILE")]
     pub seccomp: SeccompProfile,
+    /// container: mount the host folder HOST at CONTAINER (`:ro`: read-only); repeatable. What
+    /// the container writes there stays in the host folder, outside its layer.
+    #[arg(short = 'v', long, value_name = "HOST:CONTAINER[:ro]")]
+    pub volume: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub pids: Option<u64>,
     pub timeout_s: f64,
     pub seccomp: SeccompProfile,
+    /// Host folders mounted at every start (`--volume`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::runtime::container::volumes::Volume>,
 }
 
 /// `state.json`.

@@ -245,6 +245,9 @@ pub struct ContainerInfo {
     /// The system-call filter: "default" (Docker's default profile) or "unconfined".
     pub seccomp: String,
     pub hostname: String,
+    /// Host folders mounted in (`--volume`), as `HOST:CONTAINER[:ro]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

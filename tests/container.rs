@@ -300,3 +300,95 @@ fn check_available_names_the_fix() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// `--volume`: the host folder is the container's, read-write or read-only, nosuid and nodev;
+/// what a created container writes there stays after `cvm rm`, and `cvm diff` never lists it.
+#[test]
+fn a_volume_carries_writes_to_the_host_and_outlives_the_container_as_root() {
+    if !require_root() {
+        return;
+    }
+    let Some(busybox) = common::busybox() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let volume = dir.path().join("shared");
+    std::fs::create_dir(&volume).unwrap();
+    std::fs::write(volume.join("from-host"), "hello from the host\n").unwrap();
+    let cvm_in = |args: &[&str]| {
+        let out = cvm().env("CVM_STORE", &store).args(args).stdin(Stdio::null()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let host = volume.display().to_string();
+    let (code, out, err) = cvm_in(&[
+        "run",
+        "--runtime",
+        "container",
+        "-v",
+        &format!("{host}:/data"),
+        "--binary",
+        busybox,
+        "sh",
+        "-c",
+        "cat /data/from-host; echo written inside > /data/from-container; grep ' /data ' /proc/mounts",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("hello from the host"), "{out}");
+    assert!(out.contains("nosuid") && out.contains("nodev") && out.contains("rw,"), "{out}");
+    assert_eq!(std::fs::read_to_string(volume.join("from-container")).unwrap(), "written inside\n");
+
+    let (code, out, _) = cvm_in(&[
+        "run",
+        "--runtime",
+        "container",
+        "-v",
+        &format!("{host}:/data:ro"),
+        "--binary",
+        busybox,
+        "sh",
+        "-c",
+        "echo no > /data/refused 2>&1; echo status $?",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("status 1") || out.contains("status 2"), "{out}");
+    assert!(!volume.join("refused").exists(), "a read-only volume was written");
+
+    let (code, _, err) = cvm_in(&["image", "build", "-t", "sh", "--binary", busybox]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = cvm_in(&[
+        "create",
+        "--name",
+        "keeper",
+        "-v",
+        &format!("{host}:/keep"),
+        "--image",
+        "sh",
+        "sh",
+        "-c",
+        "date > /keep/kept",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = cvm_in(&["start", "keeper"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, diff, _) = cvm_in(&["diff", "keeper"]);
+    assert!(!diff.contains("kept"), "the volume's file is not the container's change: {diff}");
+    let (code, _, err) = cvm_in(&["rm", "keeper"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(volume.join("kept").exists(), "the volume's file went with the container");
+    assert!(volume.join("from-host").exists());
+
+    // The host folder is checked again at start: gone since create, the start fails clearly.
+    let gone = dir.path().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let (code, _, err) =
+        cvm_in(&["create", "--name", "orphan", "-v", &format!("{}:/x", gone.display()), "--image", "sh", "true"]);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::remove_dir(&gone).unwrap();
+    let (code, _, err) = cvm_in(&["start", "orphan"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("does not exist") && !err.contains("panicked"), "{err}");
+    cvm_in(&["rm", "orphan"]);
+}

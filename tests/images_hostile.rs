@@ -310,3 +310,45 @@ fn names_outside_the_docker_grammar_and_half_broken_archives_are_refused() {
         refused(&store, &["image", "build", "-t", bad, "--binary", busybox], "invalid image name");
     }
 }
+
+/// `--volume` into a hostile image: symbolic links in the image that point at host paths
+/// (absolute, and `..` past the root) must not lead the mount point's creation or the mount
+/// onto the host; the container path resolves inside the container's root.
+#[test]
+fn a_volume_never_follows_an_image_symlink_onto_the_host_as_root() {
+    if !require_root() {
+        return;
+    }
+    let Some(busybox) = busybox() else { return };
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (outside, escape, links, volume) =
+        (dir.path().join("outside"), dir.path().join("escape"), dir.path().join("links"), dir.path().join("volume"));
+    for folder in [&outside, &escape, &links, &volume] {
+        std::fs::create_dir(folder).unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, links.join("abs")).unwrap();
+    let up = format!("../../../../../../../../..{}", escape.display());
+    std::os::unix::fs::symlink(&up, links.join("rel")).unwrap();
+    std::os::unix::fs::symlink("/bin", links.join("inside")).unwrap();
+    ok(&store, &["image", "build", "-t", "links", "--binary", busybox, "--add", &format!("{}:/", links.display())]);
+    let host = volume.display().to_string();
+    for target in ["/abs/sub", "/rel/sub", "/abs", "/rel"] {
+        let out = cvm_in(&store, &["run", "--image", "links", "-v", &format!("{host}:{target}"), "true"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{target}: created on the host");
+        assert_eq!(std::fs::read_dir(&escape).unwrap().count(), 0, "{target}: created on the host");
+    }
+    // A link that stays inside the container is followed there: the volume lands in its /bin.
+    let seen = ok(&store, &["run", "--image", "links", "-v", &format!("{host}:/inside/vol"), "ls", "/bin/vol"]);
+    assert_eq!(seen.trim(), "", "the empty volume at /bin/vol: {seen}");
+    assert_eq!(std::fs::read_dir(&volume).unwrap().count(), 0);
+    still_fine_after_links(&store);
+}
+
+fn still_fine_after_links(store: &Path) {
+    let out = ok(store, &["run", "--image", "links", "echo", "still fine"]);
+    assert!(out.contains("still fine"), "{out}");
+}

@@ -37,6 +37,7 @@ fn run_options(options: &LimitArgs) -> Result<RunOptions> {
         pids: limits.pids,
         timeout_s: limits.timeout.as_secs_f64(),
         seccomp: options.seccomp,
+        volumes: crate::runtime::container::volumes::parse_all(&options.volume)?,
     })
 }
 
@@ -54,6 +55,7 @@ pub fn start(args: StartArgs) -> Result<i32> {
     spec.pids = options.pids;
     spec.timeout = std::time::Duration::from_secs_f64(options.timeout_s);
     spec.seccomp = options.seccomp;
+    spec.volumes = options.volumes.clone();
     spec.narrator = Narrator::new(false);
     spec.echo_output = !args.json;
     spec.writable = Some(container.writable());

@@ -125,6 +125,10 @@ pub fn spec_from_args(args: &RunArgs) -> Result<RunSpec> {
     spec.protect_guest_kernel = args.protect_guest_kernel;
     spec.echo_output = !args.json;
     spec.seccomp = given.seccomp;
+    if !given.volume.is_empty() && args.runtime != RuntimeKind::Container {
+        bail!("--volume applies to --runtime container (a process sees the host's folders already; a VM has no host folders)");
+    }
+    spec.volumes = crate::runtime::container::volumes::parse_all(&given.volume)?;
     Ok(spec)
 }
 

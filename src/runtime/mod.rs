@@ -72,6 +72,8 @@ pub struct RunSpec {
     /// container: a created container's kept writable layer (`cvm start`); None: a layer
     /// that lives only as long as the run.
     pub writable: Option<container::rootfs::Writable>,
+    /// container: host folders mounted in (`--volume`).
+    pub volumes: Vec<container::volumes::Volume>,
     /// When the run's clock starts: `cvm run` and `cvm start` set it to cvm's own start (main),
     /// so the phases and `total` count cvm's argument parsing and program check too; None
     /// (bench, labs, where one cvm runs many runs): when the runtime begins.
@@ -105,6 +107,7 @@ impl RunSpec {
             echo_output: false,
             seccomp: SeccompProfile::Default,
             writable: None,
+            volumes: Vec::new(),
             started: None,
         }
     }

@@ -20,6 +20,7 @@ mod narration;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sync;
+pub mod volumes;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -281,6 +282,7 @@ impl Ended {
             pids_limit: limits.pids,
             oom_kills: usage.oom_kills,
             rootfs: rootfs.map_or("not ready", RootfsKind::label).to_string(),
+            volumes: spec.volumes.iter().map(volumes::Volume::label).collect(),
             ..ContainerInfo::default()
         });
         record
@@ -319,8 +321,13 @@ fn init_plan(
         format!("setting the host name to {hostname}"),
     ));
     steps.push(Planned::new(Step::LoopbackUp, "bringing up the loopback device lo"));
-    let options =
-        rootfs::RootfsOptions { image, writable, user_namespace: !as_root, try_overlay: rootfs::want_overlay() };
+    let options = rootfs::RootfsOptions {
+        image,
+        writable,
+        user_namespace: !as_root,
+        try_overlay: rootfs::want_overlay(),
+        volumes: &spec.volumes,
+    };
     steps.extend(rootfs::plan(&options)?);
     steps.push(Planned::new(
         Step::DropCapabilities { keep: capabilities::kept_mask(), last_capability: capabilities::last_capability() },

@@ -92,6 +92,8 @@ pub struct RootfsOptions<'a> {
     pub user_namespace: bool,
     /// False forces the tmpfs copy (`CVM_ROOTFS=copy`, or no overlayfs on this host).
     pub try_overlay: bool,
+    /// Host folders mounted into the container (`--volume`).
+    pub volumes: &'a [super::volumes::Volume],
 }
 
 /// Where the container's writes go: overlayfs's upper layer.
@@ -232,6 +234,7 @@ pub fn plan(options: &RootfsOptions) -> Result<Vec<Planned>> {
         ));
     }
 
+    steps.extend(super::volumes::plan(options.volumes, &root, options.user_namespace)?);
     steps.push(Planned::new(
         Step::PivotRoot { new_root: cstring(&root)? },
         format!("pivot_root into {}", root.display()),
@@ -325,7 +328,8 @@ mod tests {
             origin: super::super::image::Origin::Cache { built: false },
         };
         let writable = Writable::Throwaway { scratch: PathBuf::from("/cache/containers") };
-        let options = RootfsOptions { image: &image, writable: &writable, user_namespace: true, try_overlay: true };
+        let options =
+            RootfsOptions { image: &image, writable: &writable, user_namespace: true, try_overlay: true, volumes: &[] };
         let steps = plan(&options).unwrap();
         assert!(matches!(steps[steps.len() - 2].step, Step::PivotRoot { .. }));
         assert!(matches!(steps.last().unwrap().step, Step::DetachOldRoot));
