@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 /// `cvm ARGS` with `CVM_STORE=store`: its standard output and error, or an error with the last
 /// line of what it said.
 pub fn cvm_said(store: &Path, args: &[&str]) -> Result<(String, String)> {
-    let out = std::process::Command::new(std::env::current_exe()?)
+    let out = std::process::Command::new(super::measure::cvm_executable()?)
         .env("CVM_STORE", store)
         .args(args)
         .stdin(std::process::Stdio::null())

@@ -79,7 +79,7 @@ fn check_refusal(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_refusal(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let exe = std::env::current_exe()?;
+    let exe = super::measure::cvm_executable()?;
     let out = std::process::Command::new(exe).args(["run", "--runtime", "vm", "--binary", "/bin/sh"]).output()?;
     std::fs::write(task.evidence("vm-refusal.txt"), out.stderr)?;
     Ok(Some("done".into()))

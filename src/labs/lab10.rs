@@ -61,7 +61,7 @@ fn deepest_below(table: &HashMap<u32, (u32, String)>, root: u32) -> u64 {
 /// The processes from the `cvm run` command down to the program, both included: the command
 /// is started here and its process tree watched until it ends.
 fn chain(runtime: RuntimeKind) -> Result<u64> {
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+    let mut child = std::process::Command::new(super::measure::cvm_executable()?)
         .args(["run", "--runtime", runtime.name(), "--timeout", "30", "idle", "1"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -123,7 +123,7 @@ fn check_tree(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_tree(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+    let mut child = std::process::Command::new(super::measure::cvm_executable()?)
         .args(["run", "--runtime", "container", "--timeout", "30", "idle", "3"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -29,7 +29,7 @@ const DENSITY_ARGS: [&str; 8] =
 /// The rows of the checker's own density run (16 of each at once, 3 times).
 fn rows(context: &mut Context) -> Result<Vec<Value>> {
     context.once("lab11-density", |context| {
-        let out = std::process::Command::new(std::env::current_exe()?)
+        let out = std::process::Command::new(super::measure::cvm_executable()?)
             .args(DENSITY_ARGS)
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -101,7 +101,7 @@ fn check_density(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_density(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let status = std::process::Command::new(std::env::current_exe()?)
+    let status = std::process::Command::new(super::measure::cvm_executable()?)
         .args(["density", "--runtimes", "container,vm", "--instances", "16", "--out"])
         .arg(task.evidence("density"))
         .stdout(std::process::Stdio::null())

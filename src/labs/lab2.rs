@@ -88,7 +88,7 @@ fn check_bench(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_bench(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let exe = std::env::current_exe()?;
+    let exe = super::measure::cvm_executable()?;
     let path = task.evidence("startup.json");
     let status = std::process::Command::new(exe)
         .args(["bench", "--runtimes", "process,container", "--workloads", "hello", "--runs", "20", "--warmup", "2"])

@@ -85,7 +85,7 @@ fn check_side_by_side(task: &mut TaskCheck) -> Result<Grade> {
 
 fn perform_side_by_side(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
     let out = task.evidence("vmms");
-    let status = std::process::Command::new(std::env::current_exe()?)
+    let status = std::process::Command::new(super::measure::cvm_executable()?)
         .args(["compare", "hello", "--runtimes", "vm,qemu", "--runs", "5", "--no-density", "--out"])
         .arg(&out)
         .stdout(std::process::Stdio::null())

@@ -39,6 +39,11 @@ impl Context {
         Ok(value)
     }
 
+    /// Drops every measurement so far: the next question asking for one measures it again.
+    pub fn forget(&mut self) {
+        self.cache.clear();
+    }
+
     pub fn note(&self, line: impl AsRef<str>) {
         if self.verbose {
             eprintln!("  measured: {}", line.as_ref());
@@ -112,7 +117,7 @@ impl Setup {
 
 /// The cvm executable to spawn for a whole command: this process, which is cvm, unless
 /// `CVM_EXECUTABLE` names another (the tests, whose process is the test harness).
-fn cvm_executable() -> Result<std::path::PathBuf> {
+pub fn cvm_executable() -> Result<std::path::PathBuf> {
     match std::env::var_os("CVM_EXECUTABLE") {
         Some(path) => Ok(path.into()),
         None => Ok(std::env::current_exe()?),

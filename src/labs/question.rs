@@ -90,7 +90,7 @@ impl TaskCheck<'_> {
     /// Runs this cvm with `args` and saves what it printed on standard output as evidence
     /// `name`, whatever its exit status: the record of a run that failed is evidence too.
     pub fn save_cvm_output(&self, name: &str, args: &[&str]) -> Result<()> {
-        let out = std::process::Command::new(std::env::current_exe()?).args(args).output()?;
+        let out = std::process::Command::new(super::measure::cvm_executable()?).args(args).output()?;
         std::fs::write(self.evidence(name), out.stdout)?;
         Ok(())
     }
