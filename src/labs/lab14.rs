@@ -16,7 +16,7 @@ use super::image_steps::{cvm_in, Scratch};
 use super::measure::{Band, Context, Decision};
 use super::question::{Answer, Correct, Grade, Need, Question, TaskCheck};
 use super::Lab;
-use crate::record::{RunRecord, RuntimeKind};
+use crate::record::RuntimeKind;
 
 pub static LAB: Lab = Lab {
     number: 14,
@@ -136,14 +136,8 @@ fn diff_with_volume(context: &mut Context) -> Result<Decision> {
     })
 }
 
-fn read_record(path: &Path) -> Result<Option<RunRecord>> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Some(serde_json::from_str(text.trim()).with_context(|| format!("evidence/{name} is not one cvm run record"))?))
-}
-
 fn check_inside(task: &mut TaskCheck) -> Result<Grade> {
-    let Some(record) = read_record(&task.evidence("inside.json"))? else { return Ok(Grade::Unanswered) };
+    let Some(record) = task.saved_record("inside.json")? else { return Ok(Grade::Unanswered) };
     if record.runtime != RuntimeKind::Container || !record.succeeded() {
         return Ok(Grade::Wrong("the saved record must be a successful run in the container runtime".into()));
     }
@@ -161,7 +155,7 @@ fn perform_inside(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
 }
 
 fn check_volume(task: &mut TaskCheck) -> Result<Grade> {
-    let Some(record) = read_record(&task.evidence("start.json"))? else { return Ok(Grade::Unanswered) };
+    let Some(record) = task.saved_record("start.json")? else { return Ok(Grade::Unanswered) };
     let shared = task.path("shared");
     let Ok(written) = std::fs::read_to_string(shared.join("written-by")) else {
         return Ok(Grade::Wrong("shared/written-by is missing: the container's write never reached the host".into()));

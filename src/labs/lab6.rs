@@ -2,7 +2,7 @@
 //! holds memory and CPU exclusively): a cgroup enforces a container's memory and CPU limits; in
 //! the VM, --memory is the guest's RAM and its own kernel is the one that runs out.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 
 use super::measure::{Band, Context, Setup};
 use super::question::{number, Answer, Correct, Grade, Need, Question, TaskCheck};
@@ -70,19 +70,12 @@ fn cpu_quota_ms(_: &mut Context) -> Result<Band> {
     Ok(Band::exact(50.0, 0.5))
 }
 
-fn read_record(path: &std::path::Path) -> Result<Option<RunRecord>> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Some(serde_json::from_str(text.trim()).with_context(|| format!("evidence/{name} is not one cvm run record"))?))
-}
-
 fn limit_mib(record: &RunRecord) -> Option<u64> {
     record.container.as_ref()?.memory_limit_bytes.map(|b| b / MIB)
 }
 
 fn check_boundary(task: &mut TaskCheck) -> Result<Grade> {
-    let (Some(oom), Some(fits)) = (read_record(&task.evidence("oom.json"))?, read_record(&task.evidence("fits.json"))?)
-    else {
+    let (Some(oom), Some(fits)) = (task.saved_record("oom.json")?, task.saved_record("fits.json")?) else {
         return Ok(Grade::Unanswered);
     };
     let Some(answer) = task.answer.and_then(number) else {
@@ -118,7 +111,7 @@ fn perform_boundary(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
 }
 
 fn check_quota(task: &mut TaskCheck) -> Result<Grade> {
-    let Some(record) = read_record(&task.evidence("quota.json"))? else { return Ok(Grade::Unanswered) };
+    let Some(record) = task.saved_record("quota.json")? else { return Ok(Grade::Unanswered) };
     let limit = record.container.as_ref().and_then(|c| c.cpu_limit);
     if record.runtime != RuntimeKind::Container || record.workload != "cpu" || !record.succeeded() || limit != Some(0.2)
     {

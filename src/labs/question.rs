@@ -87,6 +87,15 @@ impl TaskCheck<'_> {
         self.workspace.join(name)
     }
 
+    /// The run record saved as evidence `name` (`cvm run --json ... > evidence/NAME`), or None
+    /// when there is no such file.
+    pub fn saved_record(&self, name: &str) -> Result<Option<crate::record::RunRecord>> {
+        let Ok(text) = std::fs::read_to_string(self.evidence(name)) else { return Ok(None) };
+        let record = serde_json::from_str(text.trim())
+            .map_err(|_| anyhow::anyhow!("evidence/{name} is not one cvm run record"))?;
+        Ok(Some(record))
+    }
+
     /// Runs this cvm with `args` and saves what it printed on standard output as evidence
     /// `name`, whatever its exit status: the record of a run that failed is evidence too.
     pub fn save_cvm_output(&self, name: &str, args: &[&str]) -> Result<()> {
