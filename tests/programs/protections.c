@@ -4,6 +4,7 @@
  * unmapped from a split region, and access given back. Each check reads and writes the pages
  * around the change too, so a table written wrong (a neighbour lost, contents moved) shows.
  * Prints the same lines wherever it runs. */
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -96,5 +97,19 @@ int main(void) {
     mprotect(one, PAGE, PROT_READ | PROT_WRITE);
     show("the read-only page made writable:", one, base);
     show("  the page before the unmapped one:", one + PAGE, base);
+
+    /* mprotect of a range that reaches an unmapped page: ENOMEM; pages before the hole get
+     * the new access (Linux changes the mappings it walked before it met the hole), the hole
+     * stays unmapped. */
+    mprotect(one + PAGE, PAGE, PROT_READ);
+    errno = 0;
+    int refused = mprotect(one + PAGE, 2 * PAGE, PROT_READ | PROT_WRITE);
+    printf("mprotect into an unmapped page: %s\n", refused == -1 && errno == ENOMEM ? "ENOMEM" : "allowed");
+    show("  the mapped page before the hole:", one + PAGE, base);
+    show("  the hole:", one + 2 * PAGE, base);
+    errno = 0;
+    refused = mprotect(one + 2 * PAGE, PAGE, PROT_READ | PROT_WRITE);
+    printf("mprotect of the unmapped page alone: %s\n", refused == -1 && errno == ENOMEM ? "ENOMEM" : "allowed");
+    show("  the hole:", one + 2 * PAGE, base);
     return 0;
 }

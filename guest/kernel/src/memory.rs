@@ -52,6 +52,8 @@ struct AddressSpace {
     mmap_top: u64,
     /// Lowest mmap address ever handed out: the area above it may hold old data.
     mmap_low_water: u64,
+    /// The unmapped guard between the mmap area and the stack ends here.
+    stack_bottom: u64,
     /// Free parts of [mmap_base, mmap_top), sorted, neither overlapping nor touching.
     free: [Extent; MAX_FREE_EXTENTS],
     free_len: usize,
@@ -65,6 +67,7 @@ static SPACE: SpinLock<AddressSpace> = SpinLock::new(AddressSpace {
     mmap_base: 0,
     mmap_top: 0,
     mmap_low_water: 0,
+    stack_bottom: 0,
     free: [Extent { start: 0, end: 0 }; MAX_FREE_EXTENTS],
     free_len: 0,
 });
@@ -79,6 +82,7 @@ pub fn init(boot: &BootInfo, ram_is_zeroed: bool) {
         space.brk_limit = boot.brk_limit;
         space.mmap_base = boot.brk_limit;
         space.mmap_top = boot.mmap_top.max(boot.brk_limit);
+        space.stack_bottom = boot.stack_bottom.max(space.mmap_top);
         space.mmap_low_water = if ram_is_zeroed { space.mmap_top } else { space.mmap_base };
         if !ram_is_zeroed {
             space.brk_high_water = space.brk_limit;
@@ -220,7 +224,10 @@ pub fn munmap(addr: u64, len: u64) -> SysResult {
     })
 }
 
-/// Any range of the program's memory gets the new access, in the page tables.
+/// A mapped range of the program's memory gets the new access, in the page tables. As on
+/// Linux, a range that reaches an unmapped page (a free part of the mmap area, the heap above
+/// `brk`, the stack guard) fails with ENOMEM: the pages before the first such page get the new
+/// access, the unmapped ones stay unmapped.
 pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
     if !is_page_aligned(addr) {
         return Err(EINVAL);
@@ -231,8 +238,12 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
         return Ok(0);
     }
     user::check(addr, len).map_err(|_| ENOMEM)?;
-    protection::set(addr, addr + len, Access::from_prot(prot))?;
-    Ok(0)
+    let hole = SPACE.with(|space| space.first_unmapped(addr, addr + len));
+    protection::set(addr, hole.unwrap_or(addr + len), Access::from_prot(prot))?;
+    match hole {
+        Some(_) => Err(ENOMEM),
+        None => Ok(0),
+    }
 }
 
 /// MADV_DONTNEED on private anonymous memory means "zero-fill from now on": done eagerly.
@@ -321,6 +332,19 @@ impl AddressSpace {
             }
             cursor = piece_end;
         }
+    }
+
+    /// The first address in [start, end) of a page nothing maps: a free extent of the mmap
+    /// area, the heap above `brk`, or the stack guard.
+    fn first_unmapped(&self, start: u64, end: u64) -> Option<u64> {
+        let heap_end = page_up(self.brk).unwrap_or(self.brk);
+        let gaps =
+            [Extent { start: heap_end, end: self.brk_limit }, Extent { start: self.mmap_top, end: self.stack_bottom }];
+        gaps.iter()
+            .chain(&self.free[..self.free_len])
+            .filter(|gap| gap.start < gap.end && start < gap.end && gap.start < end)
+            .map(|gap| gap.start.max(start))
+            .min()
     }
 
     fn is_free(&self, start: u64, end: u64) -> bool {
