@@ -111,5 +111,12 @@ int main(void) {
     refused = mprotect(one + 2 * PAGE, PAGE, PROT_READ | PROT_WRITE);
     printf("mprotect of the unmapped page alone: %s\n", refused == -1 && errno == ENOMEM ? "ENOMEM" : "allowed");
     show("  the hole:", one + 2 * PAGE, base);
+
+    /* munmap where nothing is mapped (32 TiB: above any guest RAM, below the user limit) is
+     * fine; past the user limit it is EINVAL. */
+    printf("munmap where nothing is mapped: %d\n", munmap((void *)(32UL << 40), PAGE));
+    errno = 0;
+    int beyond = munmap((void *)0x7ffffffff000UL, 2 * PAGE);
+    printf("munmap past the user limit: %s\n", beyond == -1 && errno == EINVAL ? "EINVAL" : "allowed");
     return 0;
 }

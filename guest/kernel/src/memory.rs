@@ -201,21 +201,30 @@ fn place(space: &mut AddressSpace, addr: u64, len: u64, flags: u64) -> SysResult
     }
 }
 
+/// Linux's highest user address (x86-64, 4-level paging): `munmap` beyond it is EINVAL.
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// Unmaps whatever the range covers of the program's memory and of the high window; where
+/// nothing is mapped (between the two, above guest RAM) there is nothing to do, and that is
+/// success, as on Linux. The guest kernel's own memory below USER_BASE is never touched.
 pub fn munmap(addr: u64, len: u64) -> SysResult {
     if !is_page_aligned(addr) || len == 0 {
         return Err(EINVAL);
     }
-    let end = page_up(len).and_then(|len| addr.checked_add(len)).ok_or(EINVAL)?;
-    if highmem::contains(addr, end) {
-        highmem::unmap(addr, end)?;
+    let end = page_up(len).and_then(|len| addr.checked_add(len)).filter(|&end| end <= TASK_SIZE).ok_or(EINVAL)?;
+    let (high_start, high_end) = (addr.max(highmem::HIGH_BASE), end.min(highmem::HIGH_END));
+    if high_start < high_end {
+        highmem::unmap(high_start, high_end)?;
+    }
+    let (start, end) = (addr.max(cvm_guest_abi::USER_BASE), end.min(user::end()));
+    if start >= end {
         return Ok(0);
     }
-    user::check(addr, end - addr).map_err(|_| EINVAL)?;
     // The pages go away wherever they are (a program that unmaps its own stack faults, as on
     // Linux); only the mmap area is handed out again.
-    protection::set(addr, end, Access::None)?;
+    protection::set(start, end, Access::None)?;
     SPACE.with(|space| {
-        let start = addr.max(space.mmap_base);
+        let start = start.max(space.mmap_base);
         let end = end.min(space.mmap_top);
         if start < end {
             space.release(start, end);
