@@ -352,3 +352,55 @@ fn still_fine_after_links(store: &Path) {
     let out = ok(store, &["run", "--image", "links", "echo", "still fine"]);
     assert!(out.contains("still fine"), "{out}");
 }
+
+/// From a review: image links that lead a volume's mount point onto the container's root,
+/// /proc or /dev are refused (the text of the path passed the rules); a host folder swapped
+/// for a link between two starts (here by the container itself, through an outer volume) is
+/// refused, not followed; and the host mount's own read-only flag survives the bind.
+#[test]
+fn a_volume_keeps_to_its_folder_and_its_mount_flags_as_root() {
+    if !require_root() {
+        return;
+    }
+    let Some(busybox) = busybox() else { return };
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let links = dir.path().join("links");
+    let volume = dir.path().join("volume");
+    std::fs::create_dir_all(&links).unwrap();
+    std::fs::create_dir_all(&volume).unwrap();
+    for (name, to) in [("p", "/proc"), ("ps", "/proc/sys"), ("d", "/dev"), ("top", "/"), ("dot", ".")] {
+        std::os::unix::fs::symlink(to, links.join(name)).unwrap();
+    }
+    ok(&store, &["image", "build", "-t", "links", "--binary", busybox, "--add", &format!("{}:/", links.display())]);
+    for target in ["/p", "/ps", "/d", "/top", "/dot"] {
+        let args = ["run", "--image", "links", "-v", &format!("{}:{target}", volume.display()), "true"];
+        refused(&store, &args, "Operation not permitted");
+    }
+
+    // The container turns the inner volume's folder into a link to / between two starts.
+    let outer = dir.path().join("outer");
+    std::fs::create_dir_all(outer.join("sub")).unwrap();
+    let script = "if [ -L /a/sub ]; then echo again; else rmdir /a/sub && ln -s / /a/sub && echo planted; fi";
+    let (a, b) = (format!("{}:/a", outer.display()), format!("{}:/b:ro", outer.join("sub").display()));
+    ok(&store, &["create", "--name", "swap", "-v", &a, "-v", &b, "--image", "links", "sh", "-c", script]);
+    assert!(ok(&store, &["start", "swap"]).contains("planted"));
+    refused(&store, &["start", "swap"], "through a symbolic link");
+    ok(&store, &["rm", "swap"]);
+
+    // A host folder on a read-only mount stays read-only in the container.
+    let (source, read_only) = (dir.path().join("source"), dir.path().join("ro"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::create_dir_all(&read_only).unwrap();
+    let mount = |args: &[&str]| assert!(std::process::Command::new("mount").args(args).status().unwrap().success());
+    mount(&["--bind", source.to_str().unwrap(), read_only.to_str().unwrap()]);
+    mount(&["-o", "remount,bind,ro", read_only.to_str().unwrap()]);
+    let out = cvm_in(
+        &store,
+        &["run", "--image", "links", "-v", &format!("{}:/data", read_only.display()), "sh", "-c", "echo x > /data/f"],
+    );
+    let _ = std::process::Command::new("umount").arg(&read_only).status();
+    assert!(!out.status.success(), "the write went through");
+    assert!(!source.join("f").exists(), "a read-only host mount was written through a volume");
+}

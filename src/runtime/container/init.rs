@@ -329,7 +329,9 @@ fn perform(step: &Step, rootfs: &mut RootfsKind) -> Result<(), i32> {
             }
             Step::Symlink { target, link } => check(libc::symlink(target.as_ptr(), link.as_ptr())),
             Step::CopyFile { from, to, mode } => copy_file(from, to, *mode),
-            Step::Volume { root, host, create, target, flags } => mount_volume(root, host, create, target, *flags),
+            Step::Volume { root, host, create, target, flags } => {
+                super::volumes::mount_in_first_process(root, host, create, target, *flags)
+            }
             Step::PivotRoot { new_root } => pivot_root(new_root),
             Step::DetachOldRoot => {
                 check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
@@ -338,109 +340,6 @@ fn perform(step: &Step, rootfs: &mut RootfsKind) -> Result<(), i32> {
             Step::DropCapabilities { keep, last_capability } => capabilities::reduce_to(*keep, *last_capability),
             Step::NoNewPrivileges => check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)),
         }
-    }
-}
-
-/// The [`Step::Volume`] mount. Opens `root` once, creates the missing folders one by one (each
-/// parent opened in the root), then mounts through the descriptor of the mount point it opened.
-fn mount_volume(
-    root: &CStr,
-    host: &CStr,
-    create: &[(CString, CString)],
-    target: &CStr,
-    flags: libc::c_ulong,
-) -> Result<(), i32> {
-    // SAFETY: open of a NUL-terminated path; the descriptor is closed by `Fd` below.
-    let root = Fd(unsafe { libc::open(root.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) });
-    if root.0 < 0 {
-        return Err(errno());
-    }
-    for (parent, name) in create {
-        let parent = Fd(open_in_root(root.0, parent)?);
-        // SAFETY: mkdirat on a descriptor we own with a NUL-terminated name.
-        if unsafe { libc::mkdirat(parent.0, name.as_ptr(), 0o755) } != 0 && errno() != libc::EEXIST {
-            return Err(errno());
-        }
-    }
-    let mount_point = Fd(open_in_root(root.0, target)?);
-    let mut path = ProcFdPath::new(mount_point.0);
-    // SAFETY: bind mount with NUL-terminated paths (the mount point through its descriptor).
-    check(unsafe { libc::mount(host.as_ptr(), path.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) })?;
-    // The remount must name the new mount, not the folder under it: open the point again.
-    let mounted = Fd(open_in_root(root.0, target)?);
-    path = ProcFdPath::new(mounted.0);
-    let remount = libc::MS_BIND | libc::MS_REMOUNT | flags;
-    // SAFETY: as above.
-    check(unsafe { libc::mount(std::ptr::null(), path.as_ptr(), std::ptr::null(), remount, std::ptr::null()) })
-}
-
-/// openat2(dirfd, path, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS): `path`
-/// resolved as if `dirfd` were the root directory; a folder's descriptor or the errno.
-fn open_in_root(dirfd: RawFd, path: &CStr) -> Result<RawFd, i32> {
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    const RESOLVE_IN_ROOT: u64 = 0x10;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a valid open_how of the size given and a NUL-terminated path.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, dirfd, path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
-    };
-    if fd < 0 {
-        Err(errno())
-    } else {
-        Ok(fd as RawFd)
-    }
-}
-
-/// A descriptor closed when dropped (the first process may not allocate, but this is a plain int).
-struct Fd(RawFd);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        if self.0 >= 0 {
-            // SAFETY: closing a descriptor this process opened and owns.
-            unsafe { libc::close(self.0) };
-        }
-    }
-}
-
-/// "/proc/self/fd/N" in a buffer on the stack.
-struct ProcFdPath {
-    bytes: [u8; 32],
-}
-
-impl ProcFdPath {
-    fn new(fd: RawFd) -> ProcFdPath {
-        let mut bytes = [0u8; 32];
-        let prefix = b"/proc/self/fd/";
-        bytes[..prefix.len()].copy_from_slice(prefix);
-        let mut digits = [0u8; 10];
-        let (mut value, mut count) = (fd.max(0) as u32, 0);
-        loop {
-            digits[count] = b'0' + (value % 10) as u8;
-            count += 1;
-            value /= 10;
-            if value == 0 {
-                break;
-            }
-        }
-        for (index, digit) in digits[..count].iter().rev().enumerate() {
-            bytes[prefix.len() + index] = *digit;
-        }
-        ProcFdPath { bytes }
-    }
-
-    fn as_ptr(&self) -> *const libc::c_char {
-        self.bytes.as_ptr().cast()
     }
 }
 
@@ -504,22 +403,4 @@ fn check(result: libc::c_int) -> Result<(), i32> {
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_descriptor_path_is_written_without_allocating() {
-        let text = |fd| {
-            let path = ProcFdPath::new(fd);
-            // SAFETY: the buffer is NUL-terminated (32 bytes, at most 24 used).
-            unsafe { CStr::from_ptr(path.as_ptr()) }.to_str().unwrap().to_string()
-        };
-        assert_eq!(text(0), "/proc/self/fd/0");
-        assert_eq!(text(7), "/proc/self/fd/7");
-        assert_eq!(text(1234), "/proc/self/fd/1234");
-        assert_eq!(text(i32::MAX), "/proc/self/fd/2147483647");
-    }
 }

@@ -234,7 +234,7 @@ pub fn plan(options: &RootfsOptions) -> Result<Vec<Planned>> {
         ));
     }
 
-    steps.extend(super::volumes::plan(options.volumes, &root, options.user_namespace)?);
+    steps.extend(super::volumes::plan(options.volumes, &root)?);
     steps.push(Planned::new(
         Step::PivotRoot { new_root: cstring(&root)? },
         format!("pivot_root into {}", root.display()),
