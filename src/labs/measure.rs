@@ -112,7 +112,7 @@ impl Setup {
 
 /// The cvm executable to spawn for a whole command: this process, which is cvm, unless
 /// `CVM_EXECUTABLE` names another (the tests, whose process is the test harness).
-fn cvm_executable() -> Result<std::path::PathBuf> {
+pub fn cvm_executable() -> Result<std::path::PathBuf> {
     match std::env::var_os("CVM_EXECUTABLE") {
         Some(path) => Ok(path.into()),
         None => Ok(std::env::current_exe()?),

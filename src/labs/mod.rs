@@ -14,6 +14,7 @@ mod lab10;
 mod lab11;
 mod lab12;
 mod lab13;
+mod lab15;
 mod lab2;
 mod lab3;
 mod lab4;
@@ -46,7 +47,7 @@ pub struct Lab {
     pub questions: fn() -> Vec<Question>,
 }
 
-pub static LABS: [&Lab; 13] = [
+pub static LABS: [&Lab; 14] = [
     &lab1::LAB,
     &lab2::LAB,
     &lab3::LAB,
@@ -60,6 +61,7 @@ pub static LABS: [&Lab; 13] = [
     &lab11::LAB,
     &lab12::LAB,
     &lab13::LAB,
+    &lab15::LAB,
 ];
 
 pub fn find(number: u32) -> Result<&'static Lab> {
