@@ -246,6 +246,9 @@ fn victims(context: &mut Context) -> Result<Victims> {
         for round in 0..ROUNDS {
             let (mut c, mut v) = ([0.0; 3], [0.0; 2]);
             for neighbour in order(round) {
+                if let Some(signal) = crate::interrupt::requested() {
+                    bail!("the check was interrupted by signal {signal}");
+                }
                 let mut running = neighbour.start(threads)?;
                 let i = neighbour.index();
                 let vm_too = with_vm && neighbour != Neighbour::Limited;
