@@ -15,6 +15,7 @@ mod lab11;
 mod lab12;
 mod lab13;
 mod lab14;
+mod lab15;
 mod lab2;
 mod lab3;
 mod lab4;
@@ -47,7 +48,7 @@ pub struct Lab {
     pub questions: fn() -> Vec<Question>,
 }
 
-pub static LABS: [&Lab; 14] = [
+pub static LABS: [&Lab; 15] = [
     &lab1::LAB,
     &lab2::LAB,
     &lab3::LAB,
@@ -62,6 +63,7 @@ pub static LABS: [&Lab; 14] = [
     &lab12::LAB,
     &lab13::LAB,
     &lab14::LAB,
+    &lab15::LAB,
 ];
 
 pub fn find(number: u32) -> Result<&'static Lab> {
