@@ -316,19 +316,13 @@ fn vm_with_neighbour(context: &mut Context) -> Result<Band> {
     Ok(Band::from_ratios(&ratios, 0.02).at_least(0.3))
 }
 
-fn read_record(path: &Path) -> Result<Option<RunRecord>> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Some(serde_json::from_str(text.trim()).with_context(|| format!("evidence/{name} is not one cvm run record"))?))
-}
-
 /// The last count the fork loop printed: how many background sleeps it started.
 fn last_count(stdout: &str) -> Option<u64> {
     stdout.lines().rev().find_map(|line| line.trim().parse().ok())
 }
 
 fn check_pids(task: &mut TaskCheck) -> Result<Grade> {
-    let Some(record) = read_record(&task.evidence("pids.json"))? else { return Ok(Grade::Unanswered) };
+    let Some(record) = task.saved_record("pids.json")? else { return Ok(Grade::Unanswered) };
     let Some(answer) = task.answer.and_then(number) else {
         return Ok(Grade::Wrong("write how many sleeps the shell started as the answer".into()));
     };
@@ -357,7 +351,7 @@ fn check_pids(task: &mut TaskCheck) -> Result<Grade> {
 fn perform_pids(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
     let args = ["run", "--runtime", "container", "--pids", "8", "--json", "--binary", BUSYBOX, "sh", "-c", FORK_SCRIPT];
     task.save_cvm_output("pids.json", &args)?;
-    let record = read_record(&task.evidence("pids.json"))?.context("cvm saved no record")?;
+    let record = task.saved_record("pids.json")?.context("cvm saved no record")?;
     let started = last_count(&record.stdout).context("the shell printed no count")?;
     Ok(Some(toml::Value::Integer(started as i64)))
 }
