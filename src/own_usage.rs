@@ -10,7 +10,7 @@ pub fn reset_peak_rss() {
 
 /// The process's peak resident set size since the last reset, in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
-    kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmHWM:")
+    kib_field(&crate::host::read_kernel_file("/proc/self/status").ok()?, "VmHWM:")
 }
 
 /// A "Name:   1234 kB" line of a /proc file (status, meminfo, smaps_rollup), in bytes.
@@ -44,7 +44,7 @@ impl Resident {
 
 /// The calling process's resident memory now.
 pub fn resident() -> Option<Resident> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let status = crate::host::read_kernel_file("/proc/self/status").ok()?;
     resident_from_status(&status)
 }
 
@@ -61,7 +61,7 @@ pub fn resident_from_status(status: &str) -> Option<Resident> {
 /// /proc/self/smaps: (all resident pages, the anonymous ones). Guest RAM is such a range: its
 /// anonymous pages are the guest's private memory, its file pages the shared program image.
 pub fn mapped_in(start: u64, end: u64) -> Option<(u64, u64)> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let smaps = crate::host::read_kernel_file("/proc/self/smaps").ok()?;
     Some(mapped_in_smaps(&smaps, start, end))
 }
 
@@ -109,7 +109,7 @@ fn release_stack_below_here() {
     const MARGIN: usize = 16 << 10;
     let marker = 0u8;
     let here = std::ptr::addr_of!(marker) as usize;
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    let Ok(maps) = crate::host::read_kernel_file("/proc/self/maps") else { return };
     let Some(line) = maps.lines().find(|line| line.ends_with("[stack]")) else { return };
     let Some((low, high)) = line.split_whitespace().next().and_then(|range| range.split_once('-')) else { return };
     let (Ok(low), Ok(high)) = (usize::from_str_radix(low, 16), usize::from_str_radix(high, 16)) else { return };

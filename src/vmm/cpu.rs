@@ -126,7 +126,7 @@ mod supported_cache {
     const ENTRY: usize = std::mem::size_of::<kvm_cpuid_entry2>();
 
     fn path() -> Option<std::path::PathBuf> {
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let boot = crate::host::read_kernel_file("/proc/sys/kernel/random/boot_id").ok()?;
         let boot = boot.trim();
         if boot.is_empty() || !boot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             return None;
@@ -153,7 +153,7 @@ mod supported_cache {
         if !file.metadata().is_ok_and(|m| m.is_file() && m.len() <= limit) {
             return None;
         }
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(limit as usize + 1);
         file.take(limit + 1).read_to_end(&mut bytes).ok()?;
         let (bytes, hash) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
         if u64::from_le_bytes(hash.try_into().ok()?) != fnv1a(bytes) {
