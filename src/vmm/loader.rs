@@ -11,7 +11,7 @@ use super::layout::{
     USER_BASE, USER_STACK_SIZE,
 };
 use super::memory::GuestRam;
-use crate::elf::ElfFile;
+use crate::elf::{ElfFile, Segment};
 
 /// Room kept free below [`KERNEL_BOOT_STACK_TOP`] for the vCPUs' stacks.
 const KERNEL_BOOT_STACK_BYTES: u64 = KERNEL_BOOT_STACK_TOP - cvm_guest_abi::CPU_STACKS_BOTTOM;
@@ -106,14 +106,27 @@ pub fn checked_align_up(value: u64, align: u64) -> Option<u64> {
 }
 
 /// Copies the program's segments to their addresses; the rest of each segment (bss) is
-/// already zero because guest RAM starts as untouched zero pages.
+/// already zero because guest RAM starts as untouched zero pages. The bss pages are populated
+/// too, though they stay zero: see [`populate_bss`].
 pub fn load_program(ram: &GuestRam, program: &ElfFile, layout: &ProgramLayout) -> Result<()> {
     for segment in &program.segments {
         let address = segment.vaddr + layout.bias;
         ram.populate(address, segment.file_size);
         ram.write(address, program.segment_bytes(segment)).context("loading the program")?;
+        populate_bss(ram, address, segment);
     }
     Ok(())
+}
+
+/// Populates a segment's zero-filled tail (its bss) in the host, as zero pages of its own.
+/// Programs write their bss early (libc's state lives there), and on a host with shadow
+/// paging KVM maps up to 8 neighbouring guest pages with each fault, but only pages the host
+/// already holds writable: populated, the bss pages come with the fault on the data just
+/// below them instead of faulting one by one (30-45 us each on a PVM host).
+fn populate_bss(ram: &GuestRam, address: u64, segment: &Segment) {
+    if segment.mem_size > segment.file_size {
+        ram.populate(address + segment.file_size, segment.mem_size - segment.file_size);
+    }
 }
 
 /// Like [`load_program`], but the whole pages of each segment are mapped from `file` (a
@@ -130,6 +143,7 @@ pub fn map_program(ram: &GuestRam, program: &ElfFile, layout: &ProgramLayout, fi
         let start = segment.vaddr + layout.bias;
         let end = start + segment.file_size;
         let bytes = program.segment_bytes(segment);
+        populate_bss(ram, start, segment);
         let full_start = start.next_multiple_of(page);
         let full_end = end / page * page;
         if start % page != segment.offset % page || full_end <= full_start {
@@ -238,5 +252,22 @@ mod tests {
         assert_eq!(&magic, b"\x7fELF");
         release_embedded_image(embedded::WORKLOAD_ELF);
         assert_eq!(ElfFile::parse(embedded::WORKLOAD_ELF).unwrap().entry, program.entry, "bytes come back");
+    }
+
+    #[test]
+    fn the_program_bss_is_populated_and_nothing_past_it() {
+        let ram = GuestRam::new(16 << 20).unwrap();
+        let program = ElfFile::parse(embedded::WORKLOAD_ELF).unwrap();
+        let layout = ProgramLayout::plan(&program, ram.size()).unwrap();
+        load_program(&ram, &program, &layout).unwrap();
+        let end = program.segments.iter().map(|s| s.vaddr + s.mem_size).max().unwrap() + layout.bias;
+        let bss = program.segments.iter().find(|s| s.mem_size > s.file_size).expect("the workload has a bss");
+        let bss_end = bss.vaddr + layout.bias + bss.mem_size;
+        let (image, beyond) = ram.resident_split(end.next_multiple_of(PAGE_SIZE)).unwrap();
+        assert_eq!(beyond, 0, "the heap above the image stays untouched");
+        let last_bss_page = (bss_end - 1) / PAGE_SIZE * PAGE_SIZE;
+        let (_, from_last_page) = ram.resident_split(last_bss_page).unwrap();
+        assert_eq!(from_last_page, PAGE_SIZE, "the bss's last page is populated");
+        assert!(image > 0);
     }
 }

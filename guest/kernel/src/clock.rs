@@ -20,6 +20,7 @@ struct Clock {
     realtime_ns_at_boot: u64,
 }
 
+#[link_section = ".data.hot"]
 static CLOCK: Global<Clock> = Global::new(Clock { tsc_at_boot: 0, mult: 1 << 32, realtime_ns_at_boot: 0 });
 
 const NS_PER_SEC: u64 = 1_000_000_000;

@@ -17,6 +17,7 @@ pub enum Backend {
     Serial,
 }
 
+#[link_section = ".data.hot"]
 static BACKEND: Global<Backend> = Global::new(Backend::Hypercall);
 
 pub fn init(backend: Backend) {

@@ -57,9 +57,12 @@ fn signal_details(frame: &UserFrame, cr2: u64) -> (i32, u64) {
     }
 }
 
+#[link_section = ".data.hot"]
 static KERNEL_OPENED_TO_RING3: AtomicBool = AtomicBool::new(false);
+#[link_section = ".data.hot"]
 static KERNEL_OPEN_DONE: AtomicBool = AtomicBool::new(false);
 /// Per vCPU: its first syscall faulted once already (it must not twice).
+#[link_section = ".data.hot"]
 static RETRIED_SYSCALL_ENTRY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// Called by `exception_common` at real CPL0 with the interrupted registers. Returns when it

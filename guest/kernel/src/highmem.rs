@@ -49,6 +49,7 @@ struct High {
     clean: u64,
 }
 
+#[link_section = ".data.hot"]
 static HIGH: SpinLock<High> =
     SpinLock::new(High { areas: RangeMap::new(Access::None), next: 0, chunk: 0, chunk_end: 0, dirty: 0, clean: 0 });
 

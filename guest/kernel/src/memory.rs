@@ -59,6 +59,7 @@ struct AddressSpace {
     free_len: usize,
 }
 
+#[link_section = ".data.hot"]
 static SPACE: SpinLock<AddressSpace> = SpinLock::new(AddressSpace {
     brk_start: 0,
     brk: 0,

@@ -41,7 +41,9 @@ const PAGE: u64 = 4096;
 const LARGE_PAGE: u64 = 2 << 20;
 
 /// Free page-table pages: the next one, and the end.
+#[link_section = ".data.hot"]
 static POOL: AtomicU64 = AtomicU64::new(0);
+#[link_section = ".data.hot"]
 static POOL_END: AtomicU64 = AtomicU64::new(0);
 
 /// At most this many 2 MiB pages can ever be split: one per page of the page-table area.
@@ -92,6 +94,7 @@ impl Known {
     }
 }
 
+#[link_section = ".data.hot"]
 static KNOWN: SpinLock<Known> = SpinLock::new(Known {
     boot: core::ptr::null(),
     loaded: false,

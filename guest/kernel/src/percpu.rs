@@ -56,6 +56,7 @@ pub fn current_cpu() -> usize {
 }
 
 /// How many vCPUs the VM has (BootInfo), set once by the boot CPU before the others run.
+#[link_section = ".data.hot"]
 static CPUS: Global<usize> = Global::new(1);
 
 pub fn init(cpus: u32) {

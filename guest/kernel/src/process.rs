@@ -20,6 +20,7 @@ struct Process {
     random_state: u64,
 }
 
+#[link_section = ".data.hot"]
 static PROCESS: SpinLock<Process> =
     SpinLock::new(Process { hostname: [0; 65], have_fsgsbase: false, have_rdrand: false, random_state: 0 });
 

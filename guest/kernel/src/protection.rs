@@ -52,6 +52,7 @@ const MAX_RANGES: usize = 128;
 
 type Ranges = RangeMap<Access, MAX_RANGES>;
 
+#[link_section = ".data.hot"]
 static RANGES: SpinLock<Ranges> = SpinLock::new(RangeMap::new(Access::None));
 
 /// The map's value for `access`: read-write is no range at all.

@@ -147,8 +147,10 @@ impl RunQueue {
     }
 }
 
+/// `repr(C)`, the small fields first and the threads last: the fields every system call reads
+/// and the first thread share the table's first page.
+#[repr(C)]
 pub struct Scheduler {
-    pub threads: [Thread; MAX_THREADS],
     queue: RunQueue,
     current: [Option<usize>; MAX_CPUS],
     idle: [bool; MAX_CPUS],
@@ -160,10 +162,10 @@ pub struct Scheduler {
     next_tid: u32,
     next_seq: u64,
     have_fsgsbase: bool,
+    pub threads: [Thread; MAX_THREADS],
 }
 
 pub static SCHED: SpinLock<Scheduler> = SpinLock::new(Scheduler {
-    threads: [Thread::FREE; MAX_THREADS],
     queue: RunQueue { slots: [0; MAX_THREADS], head: 0, len: 0 },
     current: [None; MAX_CPUS],
     idle: [false; MAX_CPUS],
@@ -173,6 +175,7 @@ pub static SCHED: SpinLock<Scheduler> = SpinLock::new(Scheduler {
     next_tid: 0,
     next_seq: 0,
     have_fsgsbase: false,
+    threads: [Thread::FREE; MAX_THREADS],
 });
 
 /// The "result" that makes a woken thread run its system call again (epoll.rs). Not a value
@@ -180,9 +183,11 @@ pub static SCHED: SpinLock<Scheduler> = SpinLock::new(Scheduler {
 pub const RESTART_SYSCALL: u64 = u64::MAX - 0x1_0000;
 
 /// When each vCPU's timer is armed for (0: not), readable without the lock.
+#[link_section = ".data.hot"]
 static ARMED_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Threads waiting for a vCPU (the run queue's length, readable without the lock).
+#[link_section = ".data.hot"]
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 /// vCPUs to send a WAKE to once the lock is released (port writes are slow: never under it).

@@ -90,6 +90,8 @@ struct ThreadSignals {
     codes: [i32; 64],
 }
 
+/// `repr(C)`: the actions and the first thread's entry share the table's first page.
+#[repr(C)]
 struct Signals {
     actions: [Action; 64],
     threads: [ThreadSignals; crate::sched::MAX_THREADS],
@@ -102,6 +104,7 @@ static SIGNALS: SpinLock<Signals> = SpinLock::new(Signals {
 
 /// Signals sent to the process while every thread blocked them: the first thread that lets
 /// one through takes it (bit n-1: signal n), as Linux's shared pending set.
+#[link_section = ".data.hot"]
 static PROCESS_PENDING: AtomicU64 = AtomicU64::new(0);
 
 pub fn process_pending() -> u64 {
@@ -110,6 +113,7 @@ pub fn process_pending() -> u64 {
 
 /// How many signals are pending in all threads: the way back to the program looks no further
 /// when it is zero (nearly always).
+#[link_section = ".data.hot"]
 static PENDING: AtomicU32 = AtomicU32::new(0);
 
 fn valid(signal: u64) -> Result<u32, crate::errno::Errno> {

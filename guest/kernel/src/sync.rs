@@ -9,6 +9,10 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
+/// `repr(C)`: the lock word comes first, on the same page as the start of the value. Left to
+/// the compiler it goes after the value, and a large table then touches two pages whenever it
+/// is locked (each first touch is a fault of its own on a PVM host).
+#[repr(C)]
 pub struct SpinLock<T> {
     locked: AtomicBool,
     value: UnsafeCell<T>,

@@ -13,6 +13,7 @@ use crate::{highmem, protection};
 use cvm_guest_abi::USER_BASE;
 
 /// First address above the program's memory (the end of guest RAM).
+#[link_section = ".data.hot"]
 static USER_END: Global<u64> = Global::new(USER_BASE);
 
 pub fn init(ram_size: u64) {
