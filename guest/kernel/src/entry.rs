@@ -86,7 +86,37 @@ extern "C" {
     pub fn page_table_stores_ud2(stores: *const u8, count: u64);
     /// Restores the registers in `frame` and `iretq`s to the program. Never returns.
     pub fn return_to_user(frame: *const UserFrame) -> !;
+    /// `iretq`s to [`boot_syscall_trampoline`] at CPL3, which makes the [`BOOT_SYSCALL`]
+    /// (main.rs `start`). Only where the kernel's pages are open to ring 3. Never returns.
+    pub fn enter_boot_syscall() -> !;
 }
+
+/// The system call the boot vCPU makes to finish booting in the syscall path (main.rs
+/// `start`): not a Linux number, and honoured only while a boot is pending.
+pub const BOOT_SYSCALL: u64 = 0xB007_CA11;
+
+// The way into the boot system call: an iretq frame for CPL3 at the trampoline (no stack: the
+// two instructions there use none; IF set as for any program), and the trampoline itself.
+global_asm!(
+    ".section .text",
+    ".global enter_boot_syscall",
+    "enter_boot_syscall:",
+    "    push {user_ss}",
+    "    push 0",
+    "    push {user_rflags}",
+    "    push {user_cs}",
+    "    lea rax, [rip + boot_syscall_trampoline]",
+    "    push rax",
+    "    iretq",
+    "boot_syscall_trampoline:",
+    "    mov eax, {boot_syscall}",
+    "    syscall",
+    "    ud2", // the boot system call never returns
+    user_ss = const selector::USER_DATA,
+    user_cs = const selector::USER_CODE,
+    user_rflags = const USER_RFLAGS,
+    boot_syscall = const BOOT_SYSCALL,
+);
 
 // The boot entry. The VMM starts every vCPU here in long mode with RDI = &BootInfo and RSI =
 // its number; only the boot vCPU reports to the boot timer. Each runs on its own stack, below
@@ -320,29 +350,33 @@ global_asm!(
     max_cpus = const MAX_CPUS,
 );
 
+extern "C" {
+    fn syscall_entry_0();
+    fn syscall_entry_1();
+    fn syscall_entry_2();
+    fn syscall_entry_3();
+    fn syscall_entry_4();
+    fn syscall_entry_5();
+    fn syscall_entry_6();
+    fn syscall_entry_7();
+}
+
+/// A table in the image rather than one built on the stack: `cpu::init` reads it at emulated
+/// CPL0, where building it took 24 instructions.
+static SYSCALL_ENTRIES: [unsafe extern "C" fn(); MAX_CPUS] = [
+    syscall_entry_0,
+    syscall_entry_1,
+    syscall_entry_2,
+    syscall_entry_3,
+    syscall_entry_4,
+    syscall_entry_5,
+    syscall_entry_6,
+    syscall_entry_7,
+];
+
 /// The address of vCPU `cpu`'s `syscall` trampoline, for its LSTAR.
 pub fn syscall_entry_of(cpu: usize) -> u64 {
-    extern "C" {
-        fn syscall_entry_0();
-        fn syscall_entry_1();
-        fn syscall_entry_2();
-        fn syscall_entry_3();
-        fn syscall_entry_4();
-        fn syscall_entry_5();
-        fn syscall_entry_6();
-        fn syscall_entry_7();
-    }
-    let entries: [unsafe extern "C" fn(); MAX_CPUS] = [
-        syscall_entry_0,
-        syscall_entry_1,
-        syscall_entry_2,
-        syscall_entry_3,
-        syscall_entry_4,
-        syscall_entry_5,
-        syscall_entry_6,
-        syscall_entry_7,
-    ];
-    entries[cpu.min(MAX_CPUS - 1)] as *const () as u64
+    SYSCALL_ENTRIES[cpu.min(MAX_CPUS - 1)] as *const () as u64
 }
 
 /// True when `address` is the first instruction of a vCPU's `syscall` trampoline.

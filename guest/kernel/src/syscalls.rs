@@ -14,6 +14,7 @@ use crate::{clock, epoll, files, futex, memory, percpu, pipe, process, sched, si
 use cvm_guest_abi::{SyscallCounts, SYSCALL_SLOTS};
 
 /// Where the counters live (BootInfo.syscall_counts_addr); null counts nothing.
+#[link_section = ".data.hot"]
 static COUNTS: Global<*mut SyscallCounts> = Global::new(core::ptr::null_mut());
 
 pub fn init(counts_addr: u64) {
@@ -25,6 +26,11 @@ pub fn init(counts_addr: u64) {
 /// yield, a thread's exit) may instead leave another thread's registers in the frame. On the
 /// way back, a pending signal of whichever thread is in the frame now is delivered.
 pub extern "C" fn dispatch(frame: &mut UserFrame) {
+    if frame.rax == crate::entry::BOOT_SYSCALL {
+        if let Some(boot) = crate::take_deferred_boot() {
+            crate::finish_boot(boot, crate::console::Backend::Hypercall);
+        }
+    }
     serve(frame);
     let cpu = percpu::current_cpu();
     sched::ensure_slice(frame, cpu);
