@@ -173,7 +173,16 @@ impl GuestRam {
     /// Populated bytes of guest RAM below and at-or-above the guest-physical address `boundary`.
     pub fn resident_split(&self, boundary: u64) -> Result<(u64, u64)> {
         let page = host_page_size();
-        let pages = self.size.div_ceil(page) as usize;
+        let residency = self.mincore()?;
+        let split = (boundary.div_ceil(page) as usize).min(residency.len());
+        let count = |flags: &[u8]| flags.iter().filter(|&&flag| flag & 1 != 0).count() as u64 * page;
+        Ok((count(&residency[..split]), count(&residency[split..])))
+    }
+
+    /// mincore over guest RAM: one byte per page, bit 0 set when the page is in memory (for
+    /// pages mapped from a file: in the page cache, whether or not this mapping touched it).
+    fn mincore(&self) -> Result<Vec<u8>> {
+        let pages = self.size.div_ceil(host_page_size()) as usize;
         let mut residency = vec![0u8; pages];
         let start = self.host_address()?;
         // SAFETY: [start, start + size) is the live mapping owned by `self.memory`, page aligned
@@ -182,9 +191,7 @@ impl GuestRam {
         if status != 0 {
             return Err(std::io::Error::last_os_error()).context("mincore over guest RAM");
         }
-        let split = (boundary.div_ceil(page) as usize).min(pages);
-        let count = |flags: &[u8]| flags.iter().filter(|&&flag| flag & 1 != 0).count() as u64 * page;
-        Ok((count(&residency[..split]), count(&residency[split..])))
+        Ok(residency)
     }
 }
 
@@ -201,36 +208,64 @@ pub struct Residency {
 }
 
 impl GuestRam {
-    /// One read of the range's pagemap entries (8 bytes a page): about 16 000 entries for the
-    /// default 64 MiB, far cheaper than parsing /proc/self/smaps.
+    /// The pagemap entries (8 bytes a page) of the pages mincore finds in memory, a read per
+    /// run of them: a VM touches a few hundred of the default 64 MiB's 16 000 pages, and
+    /// reading every entry took 0.2 ms of each run's teardown. Far cheaper than parsing
+    /// /proc/self/smaps either way. mincore sees every page present in the page tables (and
+    /// page-cache pages besides), so no mapped page is missed; a page swapped out is not
+    /// resident and not counted.
     pub fn residency(&self, boundary: u64) -> Result<Residency> {
         use std::os::unix::fs::FileExt;
-        const PRESENT: u64 = 1 << 63;
-        const SWAPPED: u64 = 1 << 62;
-        const FILE_OR_SHARED: u64 = 1 << 61;
         let page = host_page_size();
-        let pages = self.size.div_ceil(page) as usize;
         let start = self.host_address()?;
-        let mut entries = vec![0u8; pages * 8];
+        let in_memory = self.mincore()?;
         let pagemap = std::fs::File::open("/proc/self/pagemap").context("opening /proc/self/pagemap")?;
-        pagemap.read_exact_at(&mut entries, start / page * 8).context("reading /proc/self/pagemap")?;
-        let split = (boundary.div_ceil(page) as usize).min(pages);
+        let split = (boundary.div_ceil(page) as usize).min(in_memory.len());
         let mut residency = Residency::default();
-        for (index, bytes) in entries.chunks_exact(8).enumerate() {
-            let entry = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-            if entry & (PRESENT | SWAPPED) == 0 {
-                continue;
-            }
-            if index < split {
-                residency.below += page;
-            } else {
-                residency.above += page;
-            }
-            if entry & FILE_OR_SHARED == 0 {
-                residency.anonymous += page;
-            }
+        let mut entries = Vec::new();
+        for (first, count) in runs(&in_memory) {
+            entries.resize(count * 8, 0);
+            pagemap
+                .read_exact_at(&mut entries, (start / page + first as u64) * 8)
+                .context("reading /proc/self/pagemap")?;
+            residency.add(&entries, first, split, page);
         }
         Ok(residency)
+    }
+}
+
+/// The runs of pages whose mincore byte has bit 0 set, as (first page, page count).
+fn runs(flags: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (index, _) in flags.iter().enumerate().filter(|(_, &flag)| flag & 1 != 0) {
+        match runs.last_mut() {
+            Some((first, count)) if *first + *count == index => *count += 1,
+            _ => runs.push((index, 1)),
+        }
+    }
+    runs
+}
+
+impl Residency {
+    /// Counts the pagemap `entries` of the pages from `first` on (`split`: the first page at
+    /// or above the boundary).
+    fn add(&mut self, entries: &[u8], first: usize, split: usize, page: u64) {
+        const PRESENT: u64 = 1 << 63;
+        const FILE_OR_SHARED: u64 = 1 << 61;
+        for (offset, bytes) in entries.chunks_exact(8).enumerate() {
+            let entry = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+            if entry & PRESENT == 0 {
+                continue;
+            }
+            if first + offset < split {
+                self.below += page;
+            } else {
+                self.above += page;
+            }
+            if entry & FILE_OR_SHARED == 0 {
+                self.anonymous += page;
+            }
+        }
     }
 }
 
@@ -266,6 +301,24 @@ pub fn host_page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_of_pages_in_memory() {
+        assert_eq!(runs(&[]), vec![]);
+        assert_eq!(runs(&[0, 1, 1, 0, 3, 0, 0, 1]), vec![(1, 2), (4, 1), (7, 1)]);
+        assert_eq!(runs(&[2, 1]), vec![(1, 1)], "only bit 0 counts");
+    }
+
+    #[test]
+    fn residency_counts_scattered_pages_on_both_sides_of_the_boundary() {
+        let ram = GuestRam::new(8 << 20).unwrap();
+        let page = host_page_size();
+        for addr in [0, page, 5 * page, 0x20_0000, 0x20_0000 + 9 * page] {
+            ram.write(addr, &[1]).unwrap();
+        }
+        let residency = ram.residency(0x20_0000).unwrap();
+        assert_eq!(residency, Residency { below: 3 * page, above: 2 * page, anonymous: 5 * page });
+    }
 
     #[test]
     fn fresh_ram_is_untouched_and_counts_writes() {
