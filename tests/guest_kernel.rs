@@ -159,6 +159,24 @@ fn a_protected_guest_kernel_is_closed_to_the_program_with_kvm() {
     }
 }
 
+/// The boot system call (guest ABI BOOT_SYSCALL) starts the kernel once, before the program:
+/// the program making it gets ENOSYS, whether vCPU 0 booted through it (the kernel open to
+/// ring 3, this host's default) or at CPL0 (protected).
+#[test]
+fn a_program_cannot_make_the_boot_system_call_with_kvm() {
+    if !require_kvm() {
+        return;
+    }
+    let Some(program) = common::c_program("boot_call") else { return };
+    let program = program.to_str().unwrap();
+    for extra in [&[][..], &["--protect-guest-kernel"][..]] {
+        let args: Vec<&str> = extra.iter().copied().chain(["--binary", program]).collect();
+        let record = run_json_in("vm", &args);
+        assert_eq!(record["outcome"], "exited", "{extra:?}: {record}");
+        assert_eq!(record["stdout"], "boot call ENOSYS\nboot call ENOSYS\n", "{extra:?}: {record}");
+    }
+}
+
 /// Memory beyond guest RAM (tests/programs/high_memory.c): vCPUs racing to back the same
 /// page, frames and page tables reused across map/unmap rounds, an honest out-of-memory end,
 /// and SIGPIPE from a pipe nobody reads.

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use cvm_guest_abi::{boot_flags, cpu_stack_top, BootInfo};
+use cvm_guest_abi::{boot_flags, cpu_stack_top, BootInfo, DirectEntry, DIRECT_ENTRY_NOTE, DIRECT_ENTRY_NOTE_NAME};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
@@ -238,10 +238,18 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
         )
     });
 
+    // Where the kernel is open to ring 3 (this host runs its system-call path in hardware
+    // ring 3), vCPU 0 skips the kernel's CPL0 boot: see `regs::setup_direct_entry`.
+    let direct = direct_entry(&plan.kernel).filter(|_| kernel_pages == paging::KernelPages::Open);
     for (index, vcpu) in vcpus.iter_mut().enumerate() {
-        let entry =
-            regs::Entry { rip: kernel_entry, rsp: cpu_stack_top(index), rdi: BOOT_INFO_ADDR, rsi: index as u64 };
-        regs::setup_long_mode(vcpu, &ram, cr3, cpu.fsgsbase, entry)?;
+        match &direct {
+            Some(direct) if index == 0 => regs::setup_direct_entry(vcpu, &ram, cr3, cpu.fsgsbase, direct)?,
+            _ => {
+                let rsp = cpu_stack_top(index);
+                let entry = regs::Entry { rip: kernel_entry, rsp, rdi: BOOT_INFO_ADDR, rsi: index as u64 };
+                regs::setup_long_mode(vcpu, &ram, cr3, cpu.fsgsbase, entry)?
+            }
+        }
         vcpu.set_kvm_immediate_exit(0);
     }
     narrator.step(|| {
@@ -254,6 +262,15 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
     });
     let page_table_pool = page_tables.free_area();
     Ok(MicroVm { vcpus, _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz, page_table_pool })
+}
+
+/// The kernel's `CVM` direct-entry note (guest ABI), when it has one.
+fn direct_entry(kernel: &ElfFile) -> Option<DirectEntry> {
+    kernel
+        .notes()
+        .iter()
+        .find(|note| note.name == DIRECT_ENTRY_NOTE_NAME && note.kind == DIRECT_ENTRY_NOTE)
+        .and_then(|note| DirectEntry::parse(note.desc))
 }
 
 /// Builds a VM that boots a Linux kernel image through its PVH entry (see `linux_boot`).

@@ -3,7 +3,8 @@
 //! given must match one (and the kernel reloads segments from a GDT before its first `iretq`).
 
 use anyhow::{Context, Result};
-use kvm_bindings::{kvm_regs, kvm_segment};
+use cvm_guest_abi::DirectEntry;
+use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use super::layout::BOOT_GDT_ADDR;
@@ -27,6 +28,12 @@ const EFER_SCE: u64 = 1 << 0;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const RFLAGS_RESERVED: u64 = 1 << 1;
+const RFLAGS_IF: u64 = 1 << 9;
+/// A 64-bit TSS descriptor's type once loaded (busy).
+const TSS_BUSY: u8 = 0xb;
+const MSR_STAR: u32 = 0xC000_0081;
+const MSR_LSTAR: u32 = 0xC000_0082;
+const MSR_SFMASK: u32 = 0xC000_0084;
 
 /// One segment as KVM wants it; `gdt_entries` encodes the same segment for guest memory.
 fn segment(selector: u16, kind: u8, code_data: bool, long: bool, big: bool, limit: u32) -> kvm_segment {
@@ -119,6 +126,58 @@ pub fn setup_long_mode(vcpu: &VcpuFd, ram: &GuestRam, cr3: u64, fsgsbase: bool, 
     Ok(())
 }
 
+/// vCPU 0 of the builtin kernel started the direct way (guest ABI [`DirectEntry`]): at CPL3
+/// on the kernel's boot trampoline, with the GDT, IDT, TSS and system-call MSRs the kernel
+/// would install at CPL0 already in place (its TSS descriptor written into its GDT here),
+/// so the boot runs entirely in the system-call path. Long mode and paging as in
+/// [`setup_long_mode`].
+pub fn setup_direct_entry(vcpu: &VcpuFd, ram: &GuestRam, cr3: u64, fsgsbase: bool, entry: &DirectEntry) -> Result<()> {
+    let slot = entry.gdt.checked_add(entry.tss_selector & !7).context("the kernel's TSS selector is out of range")?;
+    ram.write(slot, &tss_descriptor(entry.tss, entry.tss_limit)).context("writing the kernel's TSS descriptor")?;
+    let mut sregs = vcpu.get_sregs().context("reading the vCPU's special registers")?;
+    sregs.gdt.base = entry.gdt;
+    sregs.gdt.limit = entry.gdt_limit as u16;
+    sregs.idt.base = entry.idt;
+    sregs.idt.limit = entry.idt_limit as u16;
+    sregs.cs = kvm_segment { dpl: 3, ..segment(entry.user_code_selector as u16, 0xb, true, true, false, u32::MAX) };
+    sregs.ss = kvm_segment { dpl: 3, ..segment(entry.user_data_selector as u16, 0x3, true, false, true, u32::MAX) };
+    // As after the kernel's iretq to CPL3: no data segments loaded (64-bit mode ignores them).
+    let null = kvm_segment { unusable: 1, present: 0, ..segment(0, 0, false, false, false, 0) };
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs) = (null, null, null, null);
+    sregs.tr = kvm_segment {
+        base: entry.tss,
+        ..segment(entry.tss_selector as u16, TSS_BUSY, false, false, false, entry.tss_limit as u32)
+    };
+    sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    sregs.cr3 = cr3;
+    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if fsgsbase { CR4_FSGSBASE } else { 0 };
+    sregs.efer = EFER_SCE | EFER_LME | EFER_LMA;
+    vcpu.set_sregs(&sregs).context("putting the vCPU in 64-bit long mode at CPL3")?;
+    let msr = |index: u32, data: u64| kvm_msr_entry { index, data, ..Default::default() };
+    let msrs =
+        Msrs::from_entries(&[msr(MSR_STAR, entry.star), msr(MSR_LSTAR, entry.lstar), msr(MSR_SFMASK, entry.sfmask)])
+            .context("building the MSR list")?;
+    let written = vcpu.set_msrs(&msrs).context("setting the vCPU's system-call MSRs")?;
+    anyhow::ensure!(written == msrs.as_slice().len(), "KVM refused MSR {:#x}", msrs.as_slice()[written].index);
+    let regs = kvm_regs { rip: entry.trampoline, rflags: RFLAGS_RESERVED | RFLAGS_IF, ..Default::default() };
+    vcpu.set_regs(&regs).context("setting the vCPU's registers")?;
+    Ok(())
+}
+
+/// A busy 64-bit TSS descriptor (16 bytes) for `base` and `limit`.
+fn tss_descriptor(base: u64, limit: u64) -> [u8; 16] {
+    let low = (limit & 0xffff)
+        | (base & 0xff_ffff) << 16
+        | u64::from(TSS_BUSY) << 40
+        | 1 << 47 // present
+        | ((limit >> 16) & 0xf) << 48
+        | ((base >> 24) & 0xff) << 56;
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&low.to_le_bytes());
+    bytes[8..].copy_from_slice(&(base >> 32).to_le_bytes());
+    bytes
+}
+
 /// The PVH entry state for a Linux kernel: 32-bit protected mode, flat segments, paging off,
 /// `EBX` = the `hvm_start_info` address.
 pub fn setup_pvh_entry(vcpu: &VcpuFd, ram: &GuestRam, entry: u64, start_info: u64) -> Result<()> {
@@ -155,5 +214,12 @@ mod tests {
         assert_eq!(descriptor(&tss_segment()), 0x0000_8b00_0000_0067);
         assert_eq!(descriptor(&code_segment_32()), 0x00cf_9b00_0000_ffff);
         assert_eq!(gdt_bytes(&code_segment()).len(), 40);
+    }
+
+    #[test]
+    fn a_tss_descriptor_spreads_its_base_and_limit_as_the_cpu_reads_them() {
+        let bytes = tss_descriptor(0x1234_5678_9abc, 0x67);
+        assert_eq!(u64::from_le_bytes(bytes[..8].try_into().unwrap()), 0x5600_8b78_9abc_0067);
+        assert_eq!(u64::from_le_bytes(bytes[8..].try_into().unwrap()), 0x1234);
     }
 }

@@ -283,3 +283,63 @@ pub struct FaultReport {
     pub signal: u32,
     pub _reserved: u32,
 }
+
+/// The ELF note (name [`DIRECT_ENTRY_NOTE_NAME`], kind [`DIRECT_ENTRY_NOTE`]) by which the
+/// builtin kernel tells a VMM how to start its boot vCPU directly at CPL3, on `trampoline`,
+/// a `syscall` of [`BOOT_SYSCALL`] that runs the whole boot in the system-call path: the CPU's
+/// tables and system-call MSRs, which the kernel would otherwise install at CPL0. Its
+/// descriptor is these 13 little-endian u64s, in this order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectEntry {
+    pub gdt: u64,
+    pub gdt_limit: u64,
+    pub idt: u64,
+    pub idt_limit: u64,
+    /// vCPU 0's TSS, its limit and selector (a 16-byte descriptor at `gdt + selector`).
+    pub tss: u64,
+    pub tss_limit: u64,
+    pub tss_selector: u64,
+    pub star: u64,
+    /// vCPU 0's `syscall` trampoline.
+    pub lstar: u64,
+    pub sfmask: u64,
+    pub user_code_selector: u64,
+    pub user_data_selector: u64,
+    pub trampoline: u64,
+}
+
+pub const DIRECT_ENTRY_NOTE_NAME: &[u8] = b"CVM";
+pub const DIRECT_ENTRY_NOTE: u32 = 1;
+pub const DIRECT_ENTRY_WORDS: usize = 13;
+/// The system call the trampoline of [`DirectEntry`] makes: not a Linux number, honoured once,
+/// and only when the VMM started the kernel that way.
+pub const BOOT_SYSCALL: u64 = 0xB007_CA11;
+
+impl DirectEntry {
+    /// The note's descriptor, or None when it is not 13 u64s.
+    pub fn parse(desc: &[u8]) -> Option<DirectEntry> {
+        if desc.len() != DIRECT_ENTRY_WORDS * 8 {
+            return None;
+        }
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&desc[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        Some(DirectEntry {
+            gdt: word(0),
+            gdt_limit: word(1),
+            idt: word(2),
+            idt_limit: word(3),
+            tss: word(4),
+            tss_limit: word(5),
+            tss_selector: word(6),
+            star: word(7),
+            lstar: word(8),
+            sfmask: word(9),
+            user_code_selector: word(10),
+            user_data_selector: word(11),
+            trampoline: word(12),
+        })
+    }
+}

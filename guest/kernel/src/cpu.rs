@@ -6,7 +6,7 @@
 //! own TSS descriptor, loads the shared tables, and points its LSTAR at its own `syscall`
 //! trampoline (which is how the syscall path knows which vCPU it runs on: `percpu.rs`).
 
-use core::arch::asm;
+use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use core::mem::size_of;
 
@@ -133,6 +133,47 @@ mod msr {
 /// RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC (as Linux does).
 const SYSCALL_FLAG_MASK: u64 = 0x4_7700;
 
+// The `CVM` direct-entry note (guest ABI `DirectEntry`): what `init(0)` would install, for a
+// VMM that sets it up itself and starts vCPU 0 at CPL3 on the boot trampoline (main.rs).
+global_asm!(
+    ".section .note.cvm, \"a\", @note",
+    ".balign 4",
+    ".long 4", // name size ("CVM\0")
+    ".long {words} * 8",
+    ".long {kind}",
+    ".asciz \"CVM\"",
+    ".balign 4",
+    ".quad {gdt}",
+    ".quad {gdt_limit}",
+    ".quad {idt}",
+    ".quad {idt_limit}",
+    ".quad {tss}",
+    ".quad {tss_limit}",
+    ".quad {tss_selector}",
+    ".quad {star}",
+    ".quad syscall_entry_0",
+    ".quad {sfmask}",
+    ".quad {user_code}",
+    ".quad {user_data}",
+    ".quad boot_syscall_trampoline",
+    words = const cvm_guest_abi::DIRECT_ENTRY_WORDS,
+    kind = const cvm_guest_abi::DIRECT_ENTRY_NOTE,
+    gdt = sym GDT,
+    gdt_limit = const GDT_ENTRIES * 8 - 1,
+    idt = sym IDT,
+    idt_limit = const IDT_ENTRIES * 16 - 1,
+    tss = sym TSS,
+    tss_limit = const size_of::<TaskStateSegment>() - 1,
+    tss_selector = const selector::TSS,
+    star = const STAR,
+    sfmask = const SYSCALL_FLAG_MASK,
+    user_code = const selector::USER_CODE,
+    user_data = const selector::USER_DATA,
+);
+
+/// STAR: `sysret`'s base selector (user) and `syscall`'s (kernel code).
+const STAR: u64 = (selector::USER_BASE as u64) << 48 | (selector::KERNEL_CODE as u64) << 32;
+
 /// Installs GDT, this vCPU's TSS, the IDT and the syscall MSRs. Runs once per vCPU, at boot,
 /// at CPL0.
 pub fn init(cpu: usize) {
@@ -171,8 +212,7 @@ pub fn init(cpu: usize) {
             tss = in(reg) tss_selector,
             tmp = out(reg) _,
         );
-        let star = (selector::USER_BASE as u64) << 48 | (selector::KERNEL_CODE as u64) << 32;
-        write_msr(msr::STAR, star);
+        write_msr(msr::STAR, STAR);
         write_msr(msr::LSTAR, crate::entry::syscall_entry_of(cpu));
         write_msr(msr::SFMASK, SYSCALL_FLAG_MASK);
     }

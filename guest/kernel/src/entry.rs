@@ -86,36 +86,19 @@ extern "C" {
     pub fn page_table_stores_ud2(stores: *const u8, count: u64);
     /// Restores the registers in `frame` and `iretq`s to the program. Never returns.
     pub fn return_to_user(frame: *const UserFrame) -> !;
-    /// `iretq`s to [`boot_syscall_trampoline`] at CPL3, which makes the [`BOOT_SYSCALL`]
-    /// (main.rs `start`). Only where the kernel's pages are open to ring 3. Never returns.
-    pub fn enter_boot_syscall() -> !;
 }
 
-/// The system call the boot vCPU makes to finish booting in the syscall path (main.rs
-/// `start`): not a Linux number, and honoured only while a boot is pending.
-pub const BOOT_SYSCALL: u64 = 0xB007_CA11;
-
-// The way into the boot system call: an iretq frame for CPL3 at the trampoline (no stack: the
-// two instructions there use none; IF set as for any program), and the trampoline itself.
+// Where cvm's VMM starts the boot vCPU when the kernel is open to ring 3 (main.rs
+// `boot_call`): at CPL3, with no stack (these instructions use none). The boot system call
+// never returns here.
 global_asm!(
     ".section .text",
-    ".global enter_boot_syscall",
-    "enter_boot_syscall:",
-    "    push {user_ss}",
-    "    push 0",
-    "    push {user_rflags}",
-    "    push {user_cs}",
-    "    lea rax, [rip + boot_syscall_trampoline]",
-    "    push rax",
-    "    iretq",
+    ".global boot_syscall_trampoline",
     "boot_syscall_trampoline:",
     "    mov eax, {boot_syscall}",
     "    syscall",
-    "    ud2", // the boot system call never returns
-    user_ss = const selector::USER_DATA,
-    user_cs = const selector::USER_CODE,
-    user_rflags = const USER_RFLAGS,
-    boot_syscall = const BOOT_SYSCALL,
+    "    ud2",
+    boot_syscall = const cvm_guest_abi::BOOT_SYSCALL,
 );
 
 // The boot entry. The VMM starts every vCPU here in long mode with RDI = &BootInfo and RSI =

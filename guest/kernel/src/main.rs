@@ -9,6 +9,10 @@
 //!    calls need out of BootInfo, writes PROGRAM_ENTERED and iretqs to the program as its
 //!    first thread (sched.rs); the other vCPUs park until a thread is there for them.
 //!
+//! On a PVM host cvm's VMM starts the boot vCPU another way ([`boot_call`]): steps 1 and 2
+//! done by the VMM from this kernel's `CVM` ELF note, the vCPU at CPL3 on a trampoline whose
+//! system call runs step 3 at native speed. The other vCPUs boot as above.
+//!
 //! Everything else (page tables, loading the program, its stack) the VMM did before we ran:
 //! on nested PVM hosts each kernel-mode instruction costs about a microsecond.
 #![no_std]
@@ -39,7 +43,7 @@ mod sync;
 mod syscalls;
 mod user;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use cvm_guest_abi::{boot_flags, BootInfo, BOOT_INFO_MAGIC};
 use global::Global;
@@ -89,15 +93,37 @@ pub extern "C" fn kernel_main(boot: &'static BootInfo, cpu: usize) -> ! {
     sched::start_secondary(cpu)
 }
 
-/// The boot vCPU's path, shared by the direct (cvm VMM) and the PVH (QEMU) entries.
-///
-/// Only what needs real CPL0 happens here (the CPU's tables and MSRs). Where the kernel is
-/// open to the syscall path's hardware ring 3 (cvm's VMM on a PVM host, where KVM emulates
-/// every instruction at CPL0, about a microsecond each), the rest of the boot runs in a
-/// system call instead, at native speed: this vCPU drops to a two-instruction trampoline at
-/// CPL3 that makes the boot system call ([`take_deferred_boot`]). That saves about 400
-/// emulated instructions, 0.4 ms of every VM run. Elsewhere it runs here, straight on.
+/// The boot vCPU's path at real CPL0, shared by the direct (cvm VMM) and the PVH (QEMU)
+/// entries: installs the CPU's tables and MSRs, then boots.
 pub fn start(boot: &'static BootInfo, backend: console::Backend) -> ! {
+    // Booted this way: no boot system call, ever.
+    BOOT_CALL_PENDING.store(false, Ordering::Release);
+    cpu::init(0);
+    boot_unprivileged(boot, backend)
+}
+
+/// True until the first boot system call ([`cvm_guest_abi::BOOT_SYSCALL`]) or `start`.
+#[link_section = ".data.hot"]
+static BOOT_CALL_PENDING: AtomicBool = AtomicBool::new(true);
+
+/// The boot system call: where cvm's VMM starts vCPU 0 when the kernel is open to ring 3 (a
+/// PVM host): at CPL3 on `boot_syscall_trampoline` (entry.rs), with the tables and MSRs that
+/// `cpu::init(0)` would install already set from this kernel's `CVM` ELF note (cpu.rs). On
+/// such a host KVM emulates every instruction at CPL0 (about a microsecond each) but runs
+/// the system-call path natively: so no instruction of the boot runs at CPL0 (it took about
+/// 530 emulated instructions, 0.5 ms of every VM run). Honoured once; a program making this
+/// call later gets ENOSYS.
+pub fn boot_call() {
+    if BOOT_CALL_PENDING.swap(false, Ordering::AcqRel) {
+        // SAFETY: the VMM that starts the kernel this way left BootInfo at its ABI address.
+        let boot = unsafe { &*(cvm_guest_abi::BOOT_INFO_ADDR as *const BootInfo) };
+        boot_unprivileged(boot, console::Backend::Hypercall)
+    }
+}
+
+/// The part of the boot that needs no privilege: copies what the system calls need out of
+/// BootInfo and starts the program. At real CPL0 or in the boot system call.
+fn boot_unprivileged(boot: &'static BootInfo, backend: console::Backend) -> ! {
     let tsc_at_boot = cpu::rdtsc();
     QEMU_MODE.set(backend == console::Backend::Serial);
     console::init(backend);
@@ -105,38 +131,7 @@ pub fn start(boot: &'static BootInfo, backend: console::Backend) -> ! {
         console::serial_write(b"cvm-guest: BootInfo has the wrong magic\n");
         fault::report_panic(0);
     }
-    cpu::init(0);
     percpu::init(boot.cpus);
-    BOOT_TSC.set(tsc_at_boot);
-    if backend == console::Backend::Hypercall && boot.flags & boot_flags::KERNEL_CLOSED == 0 {
-        DEFERRED_BOOT.store(boot as *const BootInfo as u64, Ordering::Release);
-        // SAFETY: the boot system call (below) finishes the boot; nothing is on this stack
-        // that anyone needs again.
-        unsafe { entry::enter_boot_syscall() }
-    }
-    finish_boot(boot, backend)
-}
-
-/// `start`'s TSC reading: time zero of the monotonic clock.
-#[link_section = ".data.hot"]
-static BOOT_TSC: Global<u64> = Global::new(0);
-
-/// The BootInfo of a boot that finishes in the boot system call (0: none pending).
-#[link_section = ".data.hot"]
-static DEFERRED_BOOT: AtomicU64 = AtomicU64::new(0);
-
-/// Called by the system-call dispatcher for [`entry::BOOT_SYSCALL`]: the pending boot's
-/// BootInfo, once. A program making that call later gets nothing here (ENOSYS).
-pub fn take_deferred_boot() -> Option<&'static BootInfo> {
-    let address = DEFERRED_BOOT.swap(0, Ordering::AcqRel);
-    // SAFETY: `start` stored the address of the BootInfo it was given, which is 'static.
-    (address != 0).then(|| unsafe { &*(address as *const BootInfo) })
-}
-
-/// The part of the boot that needs no privilege: copies what the system calls need out of
-/// BootInfo and starts the program. At real CPL0 or in the boot system call (see `start`).
-pub fn finish_boot(boot: &'static BootInfo, backend: console::Backend) -> ! {
-    let tsc_at_boot = BOOT_TSC.get();
     clock::init(tsc_at_boot, boot.tsc_khz, boot.realtime_ns_at_boot);
     user::init(boot.ram_size);
     // Under QEMU, firmware ran in this RAM before us: nothing can be assumed zero.

@@ -26,10 +26,8 @@ pub fn init(counts_addr: u64) {
 /// yield, a thread's exit) may instead leave another thread's registers in the frame. On the
 /// way back, a pending signal of whichever thread is in the frame now is delivered.
 pub extern "C" fn dispatch(frame: &mut UserFrame) {
-    if frame.rax == crate::entry::BOOT_SYSCALL {
-        if let Some(boot) = crate::take_deferred_boot() {
-            crate::finish_boot(boot, crate::console::Backend::Hypercall);
-        }
+    if frame.rax == cvm_guest_abi::BOOT_SYSCALL {
+        crate::boot_call();
     }
     serve(frame);
     let cpu = percpu::current_cpu();
