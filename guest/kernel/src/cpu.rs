@@ -9,6 +9,7 @@
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use cvm_guest_abi::{KERNEL_BASE, MAX_CPUS, PAGE_TABLES_ADDR, PAGE_TABLES_END, TIMER_VECTOR};
 
@@ -379,15 +380,32 @@ pub fn has_rdrand() -> bool {
 }
 
 /// Sets the user FS base (the program's thread pointer) from the syscall path.
-pub fn set_fs_base(value: u64, have_fsgsbase: bool) {
+pub fn set_fs_base(cpu: usize, value: u64, have_fsgsbase: bool) {
     if have_fsgsbase {
         // SAFETY: CR4.FSGSBASE is set (BootInfo says so); wrfsbase only changes FS.base.
         unsafe { asm!("wrfsbase {}", in(reg) value, options(nostack)) };
     } else {
         // SAFETY: the #UD handler recognises this ud2 and does wrmsr(FS_BASE, value) at CPL0.
         unsafe { crate::entry::set_fs_base_through_ud2(value) };
+        FS_BASE_SET[cpu.min(MAX_CPUS - 1)].store(value, Ordering::Relaxed);
     }
 }
+
+/// [`set_fs_base`] when a thread is put back on `cpu`: nothing to do where the FS base this
+/// vCPU last set through the `#UD` door is the thread's already (the boot's 0, or the same
+/// thread resumed), which saves an exception and 13 emulated instructions on a PVM host.
+/// Without FSGSBASE the program's only other way to change FS.base is loading a selector,
+/// whose base here is 0; Linux, too, then keeps that base across switches.
+pub fn restore_fs_base(cpu: usize, value: u64, have_fsgsbase: bool) {
+    if have_fsgsbase || FS_BASE_SET[cpu.min(MAX_CPUS - 1)].load(Ordering::Relaxed) != value {
+        set_fs_base(cpu, value, have_fsgsbase);
+    }
+}
+
+/// The FS base each vCPU last set through the `#UD` door; every way into the kernel starts a
+/// vCPU with FS.base 0.
+#[link_section = ".data.hot"]
+static FS_BASE_SET: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Port output; the VMM (or QEMU) handles the port. Works in every kernel context, including
 /// the syscall path on PVM (entry.rs emulates the `out` in the #GP handler there).

@@ -176,7 +176,7 @@ pub fn arch_prctl(code: u64, addr: u64) -> SysResult {
                 let thread = sched.current(cpu);
                 sched.threads[thread].fs_base = addr;
             });
-            cpu::set_fs_base(addr, have_fsgsbase);
+            cpu::set_fs_base(cpu, addr, have_fsgsbase);
             Ok(0)
         }
         ARCH_GET_FS => {

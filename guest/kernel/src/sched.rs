@@ -354,7 +354,7 @@ impl Scheduler {
         t.state = State::Running;
         *frame = t.frame;
         t.fpu.restore();
-        cpu::set_fs_base(t.fs_base, have_fsgsbase);
+        cpu::restore_fs_base(cpu, t.fs_base, have_fsgsbase);
     }
 
     /// When `cpu`'s timer should fire now that it runs a thread: at the end of the slice if
