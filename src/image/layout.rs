@@ -54,13 +54,13 @@ impl Layout {
     /// folder that holds something else is refused: a push never scatters files among yours.
     pub fn create(root: &Path) -> Result<Layout> {
         if root.join("oci-layout").exists() {
-            let layout = Layout::open(root)?;
-            layout.ensure_blob_folder()?;
-            return Ok(layout);
+            return Layout::open_created(root);
         }
-        // Only cvm's own files may be there already (a creation that was interrupted).
-        let foreign =
-            |name: &str| !["blobs", "index.json", ".cvm.lock"].contains(&name) && !name.starts_with(STAGING_PREFIX);
+        // Only cvm's own files may be there already: a creation that was interrupted, or one
+        // another cvm command is making right now (its oci-layout may appear meanwhile).
+        let foreign = |name: &str| {
+            !["blobs", "index.json", ".cvm.lock", "oci-layout"].contains(&name) && !name.starts_with(STAGING_PREFIX)
+        };
         let has_foreign = std::fs::read_dir(root)
             .is_ok_and(|entries| entries.flatten().any(|e| foreign(&e.file_name().to_string_lossy())));
         if has_foreign {
@@ -71,10 +71,24 @@ impl Layout {
         }
         std::fs::create_dir_all(root).with_context(|| format!("cannot create the image layout {}", root.display()))?;
         let layout = Layout { root: root.to_path_buf() };
+        // Two commands creating one layout at once (six parallel first builds in a new store):
+        // one writes it under the lock; the other then finds it made, and must not write an
+        // empty index over images already added to it.
+        let _lock = layout.lock()?;
+        if root.join("oci-layout").exists() {
+            return Layout::open_created(root);
+        }
         layout.ensure_blob_folder()?;
         layout.write_index(&Index::default())?;
         let marker = LayoutMarker { image_layout_version: oci::LAYOUT_VERSION.into() };
         layout.write_file_atomically(&root.join("oci-layout"), &serde_json::to_vec(&marker)?)?;
+        Ok(layout)
+    }
+
+    /// A layout that exists: opened, its blob folder made sure of.
+    fn open_created(root: &Path) -> Result<Layout> {
+        let layout = Layout::open(root)?;
+        layout.ensure_blob_folder()?;
         Ok(layout)
     }
 
@@ -521,5 +535,30 @@ impl LockFile {
             return Err(err).with_context(|| format!("locking {}", path.display()));
         }
         Ok(Some(LockFile { _file: file }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commands racing to create one layout: each finds it made or makes it, none refuses the
+    /// folder or writes an empty index over what another added.
+    #[test]
+    fn racing_creators_all_get_the_one_layout() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("layout");
+            let creators: Vec<_> = (0..6)
+                .map(|_| {
+                    let root = root.clone();
+                    std::thread::spawn(move || Layout::create(&root).map(|_| ()).map_err(|e| format!("{e:#}")))
+                })
+                .collect();
+            for creator in creators {
+                creator.join().unwrap().unwrap();
+            }
+            assert!(Layout::open(&root).is_ok());
+        }
     }
 }
