@@ -9,9 +9,9 @@
 //!    calls need out of BootInfo, writes PROGRAM_ENTERED and iretqs to the program as its
 //!    first thread (sched.rs); the other vCPUs park until a thread is there for them.
 //!
-//! On a PVM host cvm's VMM starts the boot vCPU another way ([`boot_call`]): steps 1 and 2
-//! done by the VMM from this kernel's `CVM` ELF note, the vCPU at CPL3 on a trampoline whose
-//! system call runs step 3 at native speed. The other vCPUs boot as above.
+//! On a PVM host cvm's VMM starts the boot vCPU another way ([`boot_call`]): no step 1, step 2
+//! done by the VMM from this kernel's `CVM` ELF note, and the vCPU at CPL3 on a trampoline
+//! whose system call runs step 3 at native speed. The other vCPUs boot as above.
 //!
 //! Everything else (page tables, loading the program, its stack) the VMM did before we ran:
 //! on nested PVM hosts each kernel-mode instruction costs about a microsecond.
@@ -93,8 +93,9 @@ pub extern "C" fn kernel_main(boot: &'static BootInfo, cpu: usize) -> ! {
     sched::start_secondary(cpu)
 }
 
-/// The boot vCPU's path at real CPL0, shared by the direct (cvm VMM) and the PVH (QEMU)
-/// entries: installs the CPU's tables and MSRs, then boots.
+/// The boot vCPU's path at real CPL0, shared by the long-mode entry (cvm's VMM where the
+/// kernel stays closed to ring 3) and the PVH entry (QEMU): installs the CPU's tables and
+/// MSRs, then boots.
 pub fn start(boot: &'static BootInfo, backend: console::Backend) -> ! {
     // Booted this way: no boot system call, ever.
     BOOT_CALL_PENDING.store(false, Ordering::Release);
