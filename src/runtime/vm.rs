@@ -104,11 +104,18 @@ fn boot_builtin(spec: &RunSpec, deadline: Instant) -> Result<Booted> {
     if matches!(spec.program, Program::Workload { .. }) {
         loader::release_embedded_image(embedded::WORKLOAD_ELF);
     }
+    let direct_entry = vm.direct_entry;
     spec.narrator.step(|| {
-        "vm: starting the vCPU (KVM_RUN). The guest kernel now sets up its own GDT, IDT and system-call entry, \
-         then jumps to the program at CPL3 (user mode). From here the VMM only wakes up on a VM exit: an I/O \
-         port access (console output, boot timer, exit) or a fault."
-            .into()
+        format!(
+            "vm: starting the vCPU (KVM_RUN). The guest kernel now {}, then jumps to the program at CPL3 (user \
+             mode). From here the VMM only wakes up on a VM exit: an I/O port access (console output, boot timer, \
+             exit) or a fault.",
+            if direct_entry {
+                "makes its boot system call and sets itself up in it"
+            } else {
+                "sets up its own GDT, IDT and system-call entry"
+            }
+        )
     });
     let devices = Devices::builtin(cpus, spec.echo_output, deadline, vm.page_table_pool)?;
     Ok(Booted { vm, devices, builtin: true, cpu_before, own_before })

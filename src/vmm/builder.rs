@@ -73,6 +73,8 @@ pub struct MicroVm {
     /// The free pages of the page-table area the guest kernel takes its new tables from,
     /// [start, end) (none for a Linux guest).
     pub page_table_pool: (u64, u64),
+    /// vCPU 0 starts at CPL3 on the kernel's boot trampoline (`regs::setup_direct_entry`).
+    pub direct_entry: bool,
 }
 
 /// Opens /dev/kvm, with a one-line fix when it cannot.
@@ -252,16 +254,26 @@ pub fn build(plan: &VmPlan, narrator: &Narrator) -> Result<MicroVm> {
         }
         vcpu.set_kvm_immediate_exit(0);
     }
-    narrator.step(|| {
-        format!(
+    narrator.step(|| match &direct {
+        None => format!(
             "vm: set the registers of {} directly to 64-bit long mode (GDT, CR0.PG, CR4.PAE, EFER.LME, CR3 = the \
              page tables) with RIP at the kernel's entry {kernel_entry:#x}: no BIOS, no bootloader, no real mode{}.",
             if cpus == 1 { "the vCPU" } else { "every vCPU" },
             if cpus == 1 { "" } else { "; each gets its number in RSI and its own stack, and all start at once" }
-        )
+        ),
+        Some(direct) => format!(
+            "vm: set the registers of vCPU 0 directly to 64-bit long mode (CR0.PG, CR4.PAE, EFER.LME, CR3 = the \
+             page tables) with the guest kernel's own GDT, IDT, TSS and system-call MSRs (from its CVM ELF note) \
+             and RIP at its boot trampoline {:#x} in user mode (CPL3): on this host KVM emulates every \
+             guest-kernel instruction at CPL0 but runs the system-call path natively, so the kernel boots in a \
+             system call. No BIOS, no bootloader, no real mode{}.",
+            direct.trampoline,
+            if cpus == 1 { "" } else { "; the other vCPUs start at the kernel's entry, each with its own stack" }
+        ),
     });
     let page_table_pool = page_tables.free_area();
-    Ok(MicroVm { vcpus, _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz, page_table_pool })
+    let direct_entry = direct.is_some();
+    Ok(MicroVm { vcpus, _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz, page_table_pool, direct_entry })
 }
 
 /// The kernel's `CVM` direct-entry note (guest ABI), when it has one.
@@ -297,7 +309,16 @@ pub fn build_linux(image: &LinuxImage, ram_bytes: u64, cmdline: &str, narrator: 
          off, as the PVH boot protocol asks; Linux builds its own page tables and switches to long mode itself."
             .into()
     });
-    Ok(MicroVm { vcpus: vec![vcpu], _vm: vm, _kvm: kvm, ram, fsgsbase: cpu.fsgsbase, tsc_khz, page_table_pool: (0, 0) })
+    Ok(MicroVm {
+        vcpus: vec![vcpu],
+        _vm: vm,
+        _kvm: kvm,
+        ram,
+        fsgsbase: cpu.fsgsbase,
+        tsc_khz,
+        page_table_pool: (0, 0),
+        direct_entry: false,
+    })
 }
 
 /// " (took 0.42 ms)": how long a narrated step took, for students comparing the steps.
