@@ -59,13 +59,14 @@ fn cpu_difference(context: &mut Context) -> Result<Decision> {
 }
 
 fn syscall_ratio(context: &mut Context) -> Result<Band> {
-    // The level moves between measurements more than within one. On the build machine the
-    // process's fastest getppid takes 84 ns in most runs and 92-104 ns in some; the VM's takes
-    // 26.5-28 µs in most runs and 34-39 µs in others (one run in five to one in three, on
-    // either CPU). So the median of 16 pairs moves between about 320 and 450 from one minute
-    // to the next: CI once measured 309 for the key and, moments later, more than 441 for the
-    // check. Half the value either way covers that 1.4 and still refuses an answer 3x off.
-    Ok(Band::from_ratios(&syscall_ratios(context)?, 0.05).at_least(0.5))
+    // Single runs fall into two levels. On the build machine the process's fastest getppid
+    // takes 84 ns in most runs and 92-104 ns in some; the VM's takes 26.5-28 µs in most runs
+    // and 34-39 µs in others (one run in five to one in three, on either CPU). So the median
+    // of 16 pairs moves between about 320 and 450 from one minute to the next (CI once
+    // measured 309 for the key and, moments later, more than 441 for the check), and six
+    // robust deviations of the mixture were mostly too wide to grade. The band spans both
+    // levels instead, and at least half the value either way; it still refuses 3x off.
+    Ok(Band::spanning(&syscall_ratios(context)?, 1.3).at_least(0.5))
 }
 
 /// (CPU-bound code, system calls, nowhere beyond the noise): where the VM pays.

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use crate::program::Program;
 use crate::record::{RunRecord, RuntimeKind};
 use crate::runtime::{self, RunSpec};
-use crate::stats::summary::median;
+use crate::stats::summary::{median, percentile_of_sorted};
 
 /// Measurements of one check, shared by its questions.
 #[derive(Default)]
@@ -192,6 +192,24 @@ impl Band {
         }
     }
 
+    /// For a figure whose single runs fall into two levels (a run is fast or slow as a whole):
+    /// from the 10th to the 90th percentile of the per-pair `ratios`, each widened by the
+    /// factor `drift`, around their median. Six robust deviations of such a mixture are too
+    /// wide to grade at all, while both levels, and a drift between the student's minute and
+    /// the checker's, are what a right answer may land on.
+    pub fn spanning(ratios: &[f64], drift: f64) -> Band {
+        let mut sorted: Vec<f64> = ratios.iter().copied().filter(|r| r.is_finite()).collect();
+        sorted.sort_by(f64::total_cmp);
+        if sorted.is_empty() {
+            return Band { measured: f64::NAN, low: f64::NAN, high: f64::NAN };
+        }
+        Band {
+            measured: median(&sorted).unwrap_or(f64::NAN),
+            low: percentile_of_sorted(&sorted, 0.1) / drift,
+            high: percentile_of_sorted(&sorted, 0.9) * drift,
+        }
+    }
+
     /// A quantity that does not vary: the value, give or take `resolution`.
     pub fn exact(value: f64, resolution: f64) -> Band {
         Band { measured: value, low: value - resolution, high: value + resolution }
@@ -262,6 +280,21 @@ mod tests {
         assert!(!Band::from_ratios(&[1.0, 10.0, 0.1, 3.0, 0.3], 0.0).is_decisive());
         assert!(!loose.contains(50.0), "an answer off by five is never inside a decisive band");
         assert!(Band::exact(540.0, 4.0).contains(543.0));
+    }
+
+    /// The lab 4 ratios a quiet build machine measured (two levels of a VM's system call):
+    /// the spanning band takes either level and stays decisive; six deviations were not.
+    #[test]
+    fn a_two_level_figure_is_graded_across_both_levels() {
+        let two_levels = [
+            283.1, 377.5, 367.1, 364.1, 258.0, 366.3, 347.7, 314.4, 360.1, 358.0, 258.7, 268.9, 265.1, 309.4, 275.9,
+            317.7,
+        ];
+        let band = Band::spanning(&two_levels, 1.3).at_least(0.5);
+        assert!(band.is_decisive(), "{band:?}");
+        assert!(band.contains(265.0) && band.contains(450.0) && band.contains(309.0), "{band:?}");
+        assert!(!band.contains(5.0 * 316.0) && !band.contains(316.0 / 5.0), "{band:?}");
+        assert!(Band::spanning(&[], 1.3).measured.is_nan());
     }
 
     #[test]
