@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use kvm_bindings::{kvm_msr_entry, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd};
 
 const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
@@ -106,15 +106,7 @@ impl GuestCpu {
             supported_cache::remove();
             return Err(error).context("setting the vCPU's CPUID (cvm's cached copy of KVM's answer was removed)");
         }
-        let msrs = Msrs::from_entries(&[kvm_msr_entry {
-            index: MSR_IA32_MISC_ENABLE,
-            data: MISC_ENABLE_FAST_STRING,
-            ..Default::default()
-        }])
-        .context("building the MSR list")?;
-        let written = vcpu.set_msrs(&msrs).context("setting the vCPU's MSRs")?;
-        anyhow::ensure!(written == msrs.as_slice().len(), "KVM refused MSR {:#x}", msrs.as_slice()[written].index);
-        Ok(())
+        super::regs::set_msrs(vcpu, &[(MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING)])
     }
 }
 

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use cvm_guest_abi::DirectEntry;
-use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, Msrs};
+use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use super::layout::BOOT_GDT_ADDR;
@@ -109,10 +109,7 @@ pub fn setup_long_mode(vcpu: &VcpuFd, ram: &GuestRam, cr3: u64, fsgsbase: bool, 
     let data = data_segment();
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
     sregs.tr = tss_segment();
-    sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
-    sregs.cr3 = cr3;
-    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if fsgsbase { CR4_FSGSBASE } else { 0 };
-    sregs.efer = EFER_SCE | EFER_LME | EFER_LMA;
+    long_mode_paging(&mut sregs, cr3, fsgsbase);
     vcpu.set_sregs(&sregs).context("putting the vCPU in 64-bit long mode")?;
     let regs = kvm_regs {
         rip: entry.rip,
@@ -126,6 +123,24 @@ pub fn setup_long_mode(vcpu: &VcpuFd, ram: &GuestRam, cr3: u64, fsgsbase: bool, 
     Ok(())
 }
 
+/// 64-bit long mode with paging on the page tables at `cr3`, SSE allowed, `syscall` enabled.
+fn long_mode_paging(sregs: &mut kvm_sregs, cr3: u64, fsgsbase: bool) {
+    sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    sregs.cr3 = cr3;
+    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if fsgsbase { CR4_FSGSBASE } else { 0 };
+    sregs.efer = EFER_SCE | EFER_LME | EFER_LMA;
+}
+
+/// Writes `(index, value)` MSRs into the vCPU; an MSR KVM does not take is an error naming it.
+pub fn set_msrs(vcpu: &VcpuFd, entries: &[(u32, u64)]) -> Result<()> {
+    let entries: Vec<kvm_msr_entry> =
+        entries.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
+    let msrs = Msrs::from_entries(&entries).context("building the MSR list")?;
+    let written = vcpu.set_msrs(&msrs).context("setting the vCPU's MSRs")?;
+    anyhow::ensure!(written == entries.len(), "KVM refused MSR {:#x}", entries[written].index);
+    Ok(())
+}
+
 /// vCPU 0 of the builtin kernel started the direct way (guest ABI [`DirectEntry`]): at CPL3
 /// on the kernel's boot trampoline, with the GDT, IDT, TSS and system-call MSRs the kernel
 /// would install at CPL0 already in place (its TSS descriptor written into its GDT here),
@@ -133,7 +148,9 @@ pub fn setup_long_mode(vcpu: &VcpuFd, ram: &GuestRam, cr3: u64, fsgsbase: bool, 
 /// [`setup_long_mode`].
 pub fn setup_direct_entry(vcpu: &VcpuFd, ram: &GuestRam, cr3: u64, fsgsbase: bool, entry: &DirectEntry) -> Result<()> {
     let slot = entry.gdt.checked_add(entry.tss_selector & !7).context("the kernel's TSS selector is out of range")?;
-    ram.write(slot, &tss_descriptor(entry.tss, entry.tss_limit)).context("writing the kernel's TSS descriptor")?;
+    let descriptor = cvm_guest_abi::tss_descriptor(entry.tss, entry.tss_limit, true);
+    let bytes: Vec<u8> = descriptor.iter().flat_map(|word| word.to_le_bytes()).collect();
+    ram.write(slot, &bytes).context("writing the kernel's TSS descriptor")?;
     let mut sregs = vcpu.get_sregs().context("reading the vCPU's special registers")?;
     sregs.gdt.base = entry.gdt;
     sregs.gdt.limit = entry.gdt_limit as u16;
@@ -148,34 +165,12 @@ pub fn setup_direct_entry(vcpu: &VcpuFd, ram: &GuestRam, cr3: u64, fsgsbase: boo
         base: entry.tss,
         ..segment(entry.tss_selector as u16, TSS_BUSY, false, false, false, entry.tss_limit as u32)
     };
-    sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
-    sregs.cr3 = cr3;
-    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if fsgsbase { CR4_FSGSBASE } else { 0 };
-    sregs.efer = EFER_SCE | EFER_LME | EFER_LMA;
+    long_mode_paging(&mut sregs, cr3, fsgsbase);
     vcpu.set_sregs(&sregs).context("putting the vCPU in 64-bit long mode at CPL3")?;
-    let msr = |index: u32, data: u64| kvm_msr_entry { index, data, ..Default::default() };
-    let msrs =
-        Msrs::from_entries(&[msr(MSR_STAR, entry.star), msr(MSR_LSTAR, entry.lstar), msr(MSR_SFMASK, entry.sfmask)])
-            .context("building the MSR list")?;
-    let written = vcpu.set_msrs(&msrs).context("setting the vCPU's system-call MSRs")?;
-    anyhow::ensure!(written == msrs.as_slice().len(), "KVM refused MSR {:#x}", msrs.as_slice()[written].index);
+    set_msrs(vcpu, &[(MSR_STAR, entry.star), (MSR_LSTAR, entry.lstar), (MSR_SFMASK, entry.sfmask)])?;
     let regs = kvm_regs { rip: entry.trampoline, rflags: RFLAGS_RESERVED | RFLAGS_IF, ..Default::default() };
     vcpu.set_regs(&regs).context("setting the vCPU's registers")?;
     Ok(())
-}
-
-/// A busy 64-bit TSS descriptor (16 bytes) for `base` and `limit`.
-fn tss_descriptor(base: u64, limit: u64) -> [u8; 16] {
-    let low = (limit & 0xffff)
-        | (base & 0xff_ffff) << 16
-        | u64::from(TSS_BUSY) << 40
-        | 1 << 47 // present
-        | ((limit >> 16) & 0xf) << 48
-        | ((base >> 24) & 0xff) << 56;
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&low.to_le_bytes());
-    bytes[8..].copy_from_slice(&(base >> 32).to_le_bytes());
-    bytes
 }
 
 /// The PVH entry state for a Linux kernel: 32-bit protected mode, flat segments, paging off,
@@ -218,8 +213,9 @@ mod tests {
 
     #[test]
     fn a_tss_descriptor_spreads_its_base_and_limit_as_the_cpu_reads_them() {
-        let bytes = tss_descriptor(0x1234_5678_9abc, 0x67);
-        assert_eq!(u64::from_le_bytes(bytes[..8].try_into().unwrap()), 0x5600_8b78_9abc_0067);
-        assert_eq!(u64::from_le_bytes(bytes[8..].try_into().unwrap()), 0x1234);
+        let busy = cvm_guest_abi::tss_descriptor(0x1234_5678_9abc, 0x67, true);
+        assert_eq!(busy, [0x5600_8b78_9abc_0067, 0x1234]);
+        let available = cvm_guest_abi::tss_descriptor(0x1234_5678_9abc, 0x67, false);
+        assert_eq!(available, [0x5600_8978_9abc_0067, 0x1234]);
     }
 }

@@ -308,6 +308,19 @@ pub struct DirectEntry {
     pub trampoline: u64,
 }
 
+/// A 64-bit TSS descriptor (two GDT slots) for the TSS at `base` with `limit`: type 9
+/// (available), as the kernel writes it before `ltr`, or 11 (busy), as a VMM writes it when
+/// it loads the task register itself ([`DirectEntry`]).
+pub const fn tss_descriptor(base: u64, limit: u64, busy: bool) -> [u64; 2] {
+    let kind = if busy { 0xb } else { 0x9 };
+    let low = (limit & 0xffff)
+        | (base & 0xff_ffff) << 16
+        | (0x80 | kind) << 40 // present
+        | ((limit >> 16) & 0xf) << 48
+        | ((base >> 24) & 0xff) << 56;
+    [low, base >> 32]
+}
+
 pub const DIRECT_ENTRY_NOTE_NAME: &[u8] = b"CVM";
 pub const DIRECT_ENTRY_NOTE: u32 = 1;
 pub const DIRECT_ENTRY_WORDS: usize = 13;

@@ -187,11 +187,7 @@ pub fn init(cpu: usize) {
     // slots are written by it alone. The far return reloads CS from the new GDT; the data
     // selectors follow.
     unsafe {
-        (*gdt)[slot] = tss_limit
-            | (tss & 0xff_ffff) << 16
-            | 0x89 << 40 // present, 64-bit TSS (available)
-            | ((tss >> 24) & 0xff) << 56;
-        (*gdt)[slot + 1] = tss >> 32;
+        [(*gdt)[slot], (*gdt)[slot + 1]] = cvm_guest_abi::tss_descriptor(tss, tss_limit, false);
         let gdtr = DescriptorPointer { limit: (GDT_ENTRIES * 8 - 1) as u16, base: gdt as u64 };
         let idtr = DescriptorPointer { limit: (IDT_ENTRIES * 16 - 1) as u16, base: IDT.0.get() as u64 };
         asm!(
