@@ -48,6 +48,13 @@ pub fn resident() -> Option<Resident> {
     resident_from_status(&status)
 }
 
+/// The calling process's resident memory now and its peak since the last reset, from one read
+/// of /proc/self/status.
+pub fn resident_and_peak() -> (Option<Resident>, Option<u64>) {
+    let Ok(status) = crate::host::read_kernel_file("/proc/self/status") else { return (None, None) };
+    (resident_from_status(&status), kib_field(&status, "VmHWM:"))
+}
+
 /// Reads RssAnon, RssFile, RssShmem from a /proc/PID/status text.
 pub fn resident_from_status(status: &str) -> Option<Resident> {
     let field = |name: &str| kib_field(status, name);

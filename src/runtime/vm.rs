@@ -173,8 +173,7 @@ fn run_and_record(spec: &RunSpec, clock: RunClock, booted: Booted) -> Result<Run
 
     // Measure before teardown: the guest RAM mapping is still there.
     let guest = guest_memory(&vm.ram);
-    let resident = usage::resident();
-    let peak_rss = usage::peak_rss_bytes();
+    let (resident, peak_rss) = usage::resident_and_peak();
     let (syscalls, unsupported) = if builtin { read_syscall_counts(&vm.ram) } else { Default::default() };
     let cpu_after = usage::thread_cpu_ns();
     narrator.step(|| {
