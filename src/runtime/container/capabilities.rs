@@ -2,6 +2,8 @@
 //! three runc and youki keep by default; everything else (mounting, loading modules, changing
 //! the clock, tracing other processes, ...) is dropped before the program starts.
 
+use crate::runtime::child::errno;
+
 /// CAP_KILL, CAP_NET_BIND_SERVICE, CAP_AUDIT_WRITE (numbers from linux/capability.h).
 pub const KEPT: [(u32, &str); 3] = [(5, "CAP_KILL"), (10, "CAP_NET_BIND_SERVICE"), (29, "CAP_AUDIT_WRITE")];
 
@@ -72,10 +74,6 @@ pub fn reduce_to(keep: u64, last_capability: u32) -> Result<(), i32> {
         }
     }
     Ok(())
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::os::fd::RawFd;
 use super::capabilities;
 use super::namespaces;
 use super::sync::{self, RootfsKind};
-use crate::runtime::child;
+use crate::runtime::child::{self, errno};
 
 /// One thing the first process does, with its arguments ready as C strings.
 #[derive(Debug)]
@@ -399,8 +399,4 @@ fn check(result: libc::c_int) -> Result<(), i32> {
     } else {
         Ok(())
     }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }

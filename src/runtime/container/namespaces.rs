@@ -6,6 +6,8 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{bail, Context, Result};
 
+use crate::runtime::child::errno;
+
 /// One namespace the container gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Namespace {
@@ -204,10 +206,6 @@ pub fn loopback_up() -> Result<(), i32> {
     // SAFETY: closing the socket we opened.
     unsafe { libc::close(socket) };
     result
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 #[cfg(test)]

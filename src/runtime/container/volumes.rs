@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::init::{Planned, Step};
 use super::rootfs::cstring;
+use crate::runtime::child::errno;
 
 /// At most this many volumes per container.
 pub const MAX_VOLUMES: usize = 16;
@@ -207,8 +208,8 @@ pub fn mount_in_first_process(
     for (parent, name) in create {
         let parent = Fd(open_dir(root.0, parent, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)?);
         // SAFETY: mkdirat on a descriptor we own with a NUL-terminated name.
-        if unsafe { libc::mkdirat(parent.0, name.as_ptr(), 0o755) } != 0 && last_errno() != libc::EEXIST {
-            return Err(last_errno());
+        if unsafe { libc::mkdirat(parent.0, name.as_ptr(), 0o755) } != 0 && errno() != libc::EEXIST {
+            return Err(errno());
         }
     }
     let point = Fd(open_dir(root.0, target, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)?);
@@ -218,7 +219,7 @@ pub fn mount_in_first_process(
     // SAFETY: bind mount between two descriptors' magic links (NUL-terminated buffers).
     let bound = unsafe { libc::mount(from.as_ptr(), onto.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) };
     if bound != 0 {
-        return Err(last_errno());
+        return Err(errno());
     }
     // The remount must name the new mount, not the folder under it: open the point again, and
     // make sure it is the host folder (nothing swapped the path in between).
@@ -232,7 +233,7 @@ pub fn mount_in_first_process(
     let remounted =
         unsafe { libc::mount(std::ptr::null(), path.as_ptr(), std::ptr::null(), remount, std::ptr::null()) };
     if remounted != 0 {
-        return Err(last_errno());
+        return Err(errno());
     }
     Ok(())
 }
@@ -254,7 +255,7 @@ fn refuse_reserved(root: RawFd, point: RawFd) -> Result<(), i32> {
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: fstatfs into a struct we own, on a descriptor we own.
     if unsafe { libc::fstatfs(point, &mut fs) } != 0 {
-        return Err(last_errno());
+        return Err(errno());
     }
     if matches!(fs.f_type as i64, PROC_SUPER_MAGIC | SYSFS_MAGIC) {
         return Err(libc::EPERM);
@@ -268,7 +269,7 @@ fn identity(fd: RawFd) -> Result<(u64, u64), i32> {
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat into a struct we own, on a descriptor we own.
     if unsafe { libc::fstat(fd, &mut stat) } != 0 {
-        return Err(last_errno());
+        return Err(errno());
     }
     Ok((stat.st_dev as u64, stat.st_ino as u64))
 }
@@ -279,7 +280,7 @@ fn kept_flags(fd: RawFd) -> Result<libc::c_ulong, i32> {
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: fstatvfs into a struct we own, on a descriptor we own.
     if unsafe { libc::fstatvfs(fd, &mut stat) } != 0 {
-        return Err(last_errno());
+        return Err(errno());
     }
     const ST_RELATIME: libc::c_ulong = 0x1000; // linux/statfs.h; not in the libc crate for musl
     let pairs = [
@@ -308,14 +309,10 @@ fn open_dir(dirfd: RawFd, path: &CStr, resolve: u64) -> Result<RawFd, i32> {
         libc::syscall(libc::SYS_openat2, dirfd, path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
     };
     if fd < 0 {
-        Err(last_errno())
+        Err(errno())
     } else {
         Ok(fd as RawFd)
     }
-}
-
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// A descriptor closed when dropped (a plain int: no allocation).
