@@ -8,10 +8,10 @@ use anyhow::{bail, Context as _, Result};
 /// `cvm ARGS` with `CVM_STORE=store`: its standard output and error, or an error with the last
 /// line of what it said.
 pub fn cvm_said(store: &Path, args: &[&str]) -> Result<(String, String)> {
-    let out = std::process::Command::new(super::measure::cvm_executable()?)
+    let out = super::measure::cvm_command(args)?
         .env("CVM_STORE", store)
-        .args(args)
-        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .output()
         .with_context(|| format!("running cvm {}", args.join(" ")))?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -79,8 +79,9 @@ fn check_refusal(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_refusal(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let exe = super::measure::cvm_executable()?;
-    let out = std::process::Command::new(exe).args(["run", "--runtime", "vm", "--binary", "/bin/sh"]).output()?;
+    let out = super::measure::cvm_command(&["run", "--runtime", "vm", "--binary", "/bin/sh"])?
+        .stderr(std::process::Stdio::piped())
+        .output()?;
     std::fs::write(task.evidence("vm-refusal.txt"), out.stderr)?;
     Ok(Some("done".into()))
 }

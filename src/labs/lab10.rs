@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use super::measure::{Band, Context};
+use super::measure::{cvm_command, Band, Context};
 use super::question::{Answer, Correct, Grade, Need, Question, TaskCheck};
 use super::Lab;
 use crate::record::RuntimeKind;
@@ -61,11 +61,7 @@ fn deepest_below(table: &HashMap<u32, (u32, String)>, root: u32) -> u64 {
 /// The processes from the `cvm run` command down to the program, both included: the command
 /// is started here and its process tree watched until it ends.
 fn chain(runtime: RuntimeKind) -> Result<u64> {
-    let mut child = std::process::Command::new(super::measure::cvm_executable()?)
-        .args(["run", "--runtime", runtime.name(), "--timeout", "30", "idle", "1"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+    let mut child = cvm_command(&["run", "--runtime", runtime.name(), "--timeout", "30", "idle", "1"])?
         .spawn()
         .context("starting cvm run")?;
     let started = Instant::now();
@@ -123,12 +119,7 @@ fn check_tree(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_tree(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let mut child = std::process::Command::new(super::measure::cvm_executable()?)
-        .args(["run", "--runtime", "container", "--timeout", "30", "idle", "3"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    let mut child = cvm_command(&["run", "--runtime", "container", "--timeout", "30", "idle", "3"])?.spawn()?;
     let started = Instant::now();
     while deepest_below(&processes(), child.id()) == 0 && started.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));

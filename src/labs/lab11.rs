@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
-use super::measure::{Band, Context};
+use super::measure::{cvm_command, Band, Context};
 use super::question::{Answer, Correct, Grade, Need, Question, TaskCheck};
 use super::Lab;
 
@@ -29,12 +29,8 @@ const DENSITY_ARGS: [&str; 8] =
 /// The rows of the checker's own density run (16 of each at once, 3 times).
 fn rows(context: &mut Context) -> Result<Vec<Value>> {
     context.once("lab11-density", |context| {
-        let out = std::process::Command::new(super::measure::cvm_executable()?)
-            .args(DENSITY_ARGS)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .context("running cvm density")?;
+        let out =
+            cvm_command(&DENSITY_ARGS)?.stdout(std::process::Stdio::piped()).output().context("running cvm density")?;
         anyhow::ensure!(out.status.success(), "cvm density failed");
         let results: Value = serde_json::from_slice(&out.stdout).context("cvm density --json printed no JSON")?;
         let rows = results["density"]["rows"].as_array().cloned().context("cvm density's results have no rows")?;
@@ -101,11 +97,8 @@ fn check_density(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_density(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let status = std::process::Command::new(super::measure::cvm_executable()?)
-        .args(["density", "--runtimes", "container,vm", "--instances", "16", "--out"])
+    let status = cvm_command(&["density", "--runtimes", "container,vm", "--instances", "16", "--out"])?
         .arg(task.evidence("density"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .status()?;
     anyhow::ensure!(status.success(), "cvm density failed");
     Ok(Some("done".into()))

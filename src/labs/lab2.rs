@@ -88,15 +88,9 @@ fn check_bench(task: &mut TaskCheck) -> Result<Grade> {
 }
 
 fn perform_bench(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
-    let exe = super::measure::cvm_executable()?;
     let path = task.evidence("startup.json");
-    let status = std::process::Command::new(exe)
-        .args(["bench", "--runtimes", "process,container", "--workloads", "hello", "--runs", "20", "--warmup", "2"])
-        .arg("--export-json")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()?;
+    let bench = ["bench", "--runtimes", "process,container", "--workloads", "hello", "--runs", "20", "--warmup", "2"];
+    let status = super::measure::cvm_command(&bench)?.arg("--export-json").arg(&path).status()?;
     anyhow::ensure!(status.success(), "cvm bench failed");
     Ok(Some("done".into()))
 }

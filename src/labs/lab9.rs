@@ -85,11 +85,19 @@ fn check_side_by_side(task: &mut TaskCheck) -> Result<Grade> {
 
 fn perform_side_by_side(task: &mut TaskCheck) -> Result<Option<toml::Value>> {
     let out = task.evidence("vmms");
-    let status = std::process::Command::new(super::measure::cvm_executable()?)
-        .args(["compare", "hello", "--runtimes", "vm,qemu", "--runs", "5", "--no-density", "--out"])
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .status()?;
+    let status = super::measure::cvm_command(&[
+        "compare",
+        "hello",
+        "--runtimes",
+        "vm,qemu",
+        "--runs",
+        "5",
+        "--no-density",
+        "--out",
+    ])?
+    .arg(&out)
+    .stderr(std::process::Stdio::inherit())
+    .status()?;
     anyhow::ensure!(status.success(), "cvm compare failed");
     Ok(Some("done".into()))
 }

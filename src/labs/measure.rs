@@ -124,6 +124,15 @@ pub fn cvm_executable() -> Result<std::path::PathBuf> {
     }
 }
 
+/// `cvm ARGS` as a check runs it: this cvm, no input, its output discarded (a caller that
+/// reads the output sets its own).
+pub fn cvm_command(args: &[&str]) -> Result<std::process::Command> {
+    use std::process::Stdio;
+    let mut command = std::process::Command::new(cvm_executable()?);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    Ok(command)
+}
+
 /// `pairs` runs of `a` and `b`, interleaved A B B A A B ..., as (a, b) values of `metric`.
 pub fn paired(a: &Setup, b: &Setup, pairs: usize, metric: fn(&RunRecord) -> Option<f64>) -> Result<Vec<(f64, f64)>> {
     let value = |setup: &Setup| -> Result<f64> {

@@ -99,7 +99,7 @@ impl TaskCheck<'_> {
     /// Runs this cvm with `args` and saves what it printed on standard output as evidence
     /// `name`, whatever its exit status: the record of a run that failed is evidence too.
     pub fn save_cvm_output(&self, name: &str, args: &[&str]) -> Result<()> {
-        let out = std::process::Command::new(super::measure::cvm_executable()?).args(args).output()?;
+        let out = super::measure::cvm_command(args)?.stdout(std::process::Stdio::piped()).output()?;
         std::fs::write(self.evidence(name), out.stdout)?;
         Ok(())
     }
