@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use common::{cvm, require_root, run_json, run_json_in};
 use cvm::runtime::container::cgroup;
 
+/// Every test that may start a container holds this: the leftover checks compare the host's
+/// cgroups and mounts before and after, and another test's run in between would look like a leak.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -80,6 +82,7 @@ fn memory_limit_below_the_need_is_an_oom_kill_as_root() {
 
 #[test]
 fn bad_programs_get_one_clear_line_in_a_container() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     for (path, expected) in common::bad_programs(dir.path()) {
         common::assert_refused_with_one_line("container", &path, expected);
@@ -255,6 +258,7 @@ fn an_unprivileged_user_gets_a_user_namespace_as_root() {
     if !require_root() {
         return;
     }
+    let _serial = one_at_a_time();
     let as_nobody = |args: &[&str]| {
         let mut command = Command::new("setpriv");
         command.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_cvm")]).args(args);
@@ -292,6 +296,7 @@ fn an_unprivileged_user_gets_a_user_namespace_as_root() {
 #[test]
 fn check_available_names_the_fix() {
     // As root this passes; otherwise the reason must be one line with a fix when it fails.
+    let _serial = one_at_a_time();
     let out =
         Command::new(env!("CARGO_BIN_EXE_cvm")).args(["run", "--runtime", "container", "hello"]).output().unwrap();
     if !out.status.success() {
@@ -309,6 +314,7 @@ fn a_volume_carries_writes_to_the_host_and_outlives_the_container_as_root() {
         return;
     }
     let Some(busybox) = common::busybox() else { return };
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let volume = dir.path().join("shared");
