@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use cvm::{cli, commands, interrupt};
 
+/// dlmalloc instead of musl's malloc: musl's gives freed pages back to the kernel at once, so a
+/// single `cvm run` mapped, faulted in and unmapped the same heap pages about a hundred times.
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     cvm::runtime::note_process_start();
     let command = match cli::Cli::parse_command() {
