@@ -172,6 +172,8 @@ pub fn load_kernel(ram: &GuestRam, kernel: &ElfFile) -> Result<u64> {
             segment.paddr,
             KERNEL_BOOT_STACK_TOP - KERNEL_BOOT_STACK_BYTES
         );
+        // One system call for the segment's pages instead of a page fault each.
+        ram.populate(segment.paddr, segment.file_size);
         ram.write(segment.paddr, kernel.segment_bytes(segment)).context("loading the guest kernel")?;
     }
     ensure!(
