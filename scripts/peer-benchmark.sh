@@ -1,15 +1,28 @@
 #!/bin/sh
 # The peer benchmark: cvm's three runtimes and the industry's tools (runc, crun, unshare,
 # QEMU booting cvm's guest kernel) side by side, every run one whole command from spawn to
-# exit, as hyperfine times it. Then what `--binary` costs against the builtin workload.
+# exit, as hyperfine times it. Then what `--binary` costs against the builtin workload, and
+# cvm's micro-VM against QEMU timed by hyperfine back to back (each command's runs in a row).
 #
 #   scripts/peer-benchmark.sh            # about two minutes; RUNS=50 for tighter figures
 #
 # Writes reports/peers/ (report.html, report.md, results.json, charts/) and
-# reports/peers/binary.md (hyperfine's table). Needs root (namespaces), /dev/kvm, and the
-# peers on PATH (`cvm doctor` lists them; missing ones are shown as unavailable).
+# reports/peers/binary.md and vmm.md (hyperfine's tables). Needs root (namespaces), /dev/kvm,
+# and the peers on PATH (`cvm doctor` lists them; missing ones are shown as unavailable). As
+# root on Debian or Ubuntu it installs the ones that are missing.
 set -eu
 cd "$(dirname "$0")/.."
+packages="hyperfine busybox-static runc crun qemu-system-x86"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    missing=""
+    for package in $packages; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+    done
+    if [ -n "$missing" ]; then
+        echo "installing$missing"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    fi
+fi
 runs=${RUNS:-30}
 out=${OUT:-reports/peers}
 cargo build --release --quiet
@@ -49,5 +62,30 @@ for runtime in ["process", "container", "vm"]:
 PY
 else
     echo "hyperfine or $busybox missing: skipping the --binary comparison (apt-get install hyperfine busybox-static)"
+fi
+
+# cvm's micro-VM against QEMU booting the same guest kernel and program, timed by hyperfine as
+# a user would time them: each command's runs back to back. The interleaved view above runs
+# every command right after another tool's, which costs a few-millisecond command more than a
+# two-minute one (docs/performance.md, "the order of the runs").
+qemu=$(python3 -c '
+import json, shlex, sys
+cells = json.load(open(sys.argv[1]))["cells"]
+for c in cells:
+    for r in c["records"]:
+        argv = r.get("command", {}).get("argv", [])
+        if argv and "qemu-system" in argv[0]:
+            print(shlex.join(argv))
+            raise SystemExit' "$out/results.json")
+if command -v hyperfine >/dev/null && [ -n "$qemu" ]; then
+    # -i: QEMU's status is the guest's through isa-debug-exit (2 x status + 1), never 0; the
+    # interleaved view above checks both programs' output.
+    hyperfine -N -i --warmup 3 --runs "$runs" --export-markdown "$out/vmm.md" --export-json "$out/vmm.json" \
+        "$cvm run --runtime vm hello" "$qemu"
+    python3 - "$out/vmm.json" <<'PY' | tee "$out/vmm.txt"
+import json, sys
+vm, qemu = (r["median"] * 1e3 for r in json.load(open(sys.argv[1]))["results"])
+print(f"back to back (hyperfine): cvm vm {vm:.2f} ms, QEMU {qemu:.2f} ms: {vm / qemu:.3f}x")
+PY
 fi
 echo "Peer benchmark written to $out"
