@@ -15,6 +15,7 @@ pub mod elf;
 pub mod embedded;
 pub mod explain;
 pub mod export;
+pub mod heap;
 pub mod host;
 pub mod image;
 pub mod interrupt;

@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use cvm::{cli, commands, interrupt};
 
-/// dlmalloc instead of musl's malloc: musl's gives freed pages back to the kernel at once, so a
-/// single `cvm run` mapped, faulted in and unmapped the same heap pages about a hundred times.
+/// dlmalloc instead of musl's malloc (see `cvm::heap`).
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static HEAP: cvm::heap::Heap = cvm::heap::Heap::new();
 
 fn main() -> ExitCode {
+    cvm::heap::install(&HEAP);
     cvm::runtime::note_process_start();
     let command = match cli::Cli::parse_command() {
         Ok(command) => command,

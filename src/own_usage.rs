@@ -99,12 +99,7 @@ pub fn mapped_in_smaps(smaps: &str, start: u64, end: u64) -> (u64, u64) {
 /// stack pages below where it is now. Otherwise they stay resident for the whole run, in every
 /// instance (about 100 KiB each; `cvm density` counts them).
 pub fn release_setup_memory() {
-    // SAFETY: malloc_trim only walks glibc's own free lists; 0 keeps no padding. (musl's
-    // allocator gives free pages back by itself.)
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0)
-    };
+    crate::heap::trim();
     release_stack_below_here();
 }
 
