@@ -28,6 +28,22 @@ out=${OUT:-reports/peers}
 cargo build --release --quiet
 cvm=$PWD/target/x86_64-unknown-linux-musl/release/cvm
 
+# From the peer runs' records: the first argument containing $2 (`argument`), or the whole
+# command line that contains one (`command`, shell-quoted); nothing if no run recorded one.
+recorded() {
+    python3 - "$out/results.json" "$1" "$2" <<'PY'
+import json, shlex, sys
+path, what, needle = sys.argv[1:]
+for cell in json.load(open(path))["cells"]:
+    for record in cell["records"]:
+        argv = record.get("command", {}).get("argv", [])
+        found = [a for a in argv if needle in a]
+        if found:
+            print(found[0] if what == "argument" else shlex.join(argv))
+            raise SystemExit
+PY
+}
+
 rm -rf "$out"
 "$cvm" compare hello --peers --runs "$runs" --warmup 3 --no-density --out "$out"
 
@@ -36,11 +52,8 @@ rm -rf "$out"
 busybox=/bin/busybox
 if command -v hyperfine >/dev/null && [ -x "$busybox" ]; then
     # The workload file the peers ran (unshare's command line names it).
-    workload=$(python3 -c '
-import json, sys
-cells = json.load(open(sys.argv[1]))["cells"]
-argv = [a for c in cells if c.get("whole_command") for r in c["records"] for a in r.get("command", {}).get("argv", [])]
-print(next(a for a in argv if "/cvm-workload-" in a))' "$out/results.json")
+    workload=$(recorded argument /cvm-workload-)
+    [ -n "$workload" ] || { echo "no peer run named the workload file in $out/results.json" >&2; exit 1; }
     hyperfine -N --warmup 5 --runs "$runs" --export-markdown "$out/binary.md" --export-json "$out/binary.json" \
         "$busybox true" \
         "$workload hello" \
@@ -68,18 +81,10 @@ fi
 # a user would time them: each command's runs back to back. The interleaved view above runs
 # every command right after another tool's, which costs a few-millisecond command more than a
 # two-minute one (docs/performance.md, "the order of the runs").
-qemu=$(python3 -c '
-import json, shlex, sys
-cells = json.load(open(sys.argv[1]))["cells"]
-for c in cells:
-    for r in c["records"]:
-        argv = r.get("command", {}).get("argv", [])
-        if argv and "qemu-system" in argv[0]:
-            print(shlex.join(argv))
-            raise SystemExit' "$out/results.json")
+qemu=$(recorded command qemu-system)
 if command -v hyperfine >/dev/null && [ -n "$qemu" ]; then
     # -i: QEMU's status is the guest's through isa-debug-exit (2 x status + 1), never 0; the
-    # interleaved view above checks both programs' output.
+    # interleaved view above records whether each run succeeded.
     hyperfine -N -i --warmup 3 --runs "$runs" --export-markdown "$out/vmm.md" --export-json "$out/vmm.json" \
         "$cvm run --runtime vm hello" "$qemu"
     python3 - "$out/vmm.json" <<'PY' | tee "$out/vmm.txt"

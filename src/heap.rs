@@ -13,34 +13,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use dlmalloc::Dlmalloc;
 
-/// The global allocator installed by cvm's `main`.
-pub struct Heap(Mutex<Dlmalloc>);
+/// The heap itself. cvm's executable allocates from it (`main` installs [`Heap`]); the library's
+/// tests run on the system's allocator, and only this module's own test touches it there.
+static DLMALLOC: Mutex<Dlmalloc> = Mutex::new(Dlmalloc::new());
 
-impl Heap {
-    pub const fn new() -> Heap {
-        Heap(Mutex::new(Dlmalloc::new()))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Dlmalloc> {
-        // Nothing panics while the lock is held; a poisoned lock still guards a sound heap.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Gives the free memory at the top of the heap and wholly free segments back to the
-    /// kernel (what `malloc_trim(0)` does for glibc).
-    pub fn trim(&self) {
-        // SAFETY: trimming only releases memory no allocation uses.
-        unsafe {
-            self.lock().trim(0);
-        }
-    }
+fn lock() -> MutexGuard<'static, Dlmalloc> {
+    // Nothing panics while the lock is held; a poisoned lock still guards a sound heap.
+    DLMALLOC.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Default for Heap {
-    fn default() -> Heap {
-        Heap::new()
-    }
-}
+/// The global allocator cvm's `main` installs.
+pub struct Heap;
 
 // SAFETY: every method forwards to dlmalloc under the lock, with the layout's size and
 // alignment, which is the contract dlmalloc's functions state for their arguments; dlmalloc
@@ -48,37 +31,31 @@ impl Default for Heap {
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for the impl.
-        unsafe { self.lock().malloc(layout.size(), layout.align()) }
+        unsafe { lock().malloc(layout.size(), layout.align()) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for the impl.
-        unsafe { self.lock().calloc(layout.size(), layout.align()) }
+        unsafe { lock().calloc(layout.size(), layout.align()) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as for the impl; `ptr` came from this heap with `layout` (GlobalAlloc's rule).
-        unsafe { self.lock().free(ptr, layout.size(), layout.align()) }
+        unsafe { lock().free(ptr, layout.size(), layout.align()) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as for dealloc.
-        unsafe { self.lock().realloc(ptr, layout.size(), layout.align(), new_size) }
+        unsafe { lock().realloc(ptr, layout.size(), layout.align(), new_size) }
     }
 }
 
-/// The heap cvm's executable installed, when it is this one (tests run on the system's).
-static INSTALLED: std::sync::OnceLock<&'static Heap> = std::sync::OnceLock::new();
-
-/// Called by `main` with its global allocator, so [`trim`] can reach it.
-pub fn install(heap: &'static Heap) {
-    let _ = INSTALLED.set(heap);
-}
-
-/// Trims cvm's heap, if `main` installed one; nothing otherwise.
+/// Gives the free memory at the top of the heap and wholly free segments back to the kernel
+/// (what `malloc_trim(0)` does for glibc).
 pub fn trim() {
-    if let Some(heap) = INSTALLED.get() {
-        heap.trim();
+    // SAFETY: trimming only releases memory no allocation uses.
+    unsafe {
+        lock().trim(0);
     }
 }
 
@@ -88,7 +65,7 @@ mod tests {
 
     #[test]
     fn allocates_frees_grows_and_trims() {
-        let heap = Heap::new();
+        let heap = Heap;
         let layout = Layout::from_size_align(1 << 20, 64).unwrap();
         // SAFETY: the layout is non-zero; every pointer is used within its size and freed once.
         unsafe {
@@ -100,6 +77,6 @@ mod tests {
             assert_eq!(*grown.add((1 << 20) - 1), 7);
             heap.dealloc(grown, Layout::from_size_align(2 << 20, 64).unwrap());
         }
-        heap.trim();
+        trim();
     }
 }

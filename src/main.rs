@@ -7,10 +7,9 @@ use cvm::{cli, commands, interrupt};
 
 /// dlmalloc instead of musl's malloc (see `cvm::heap`).
 #[global_allocator]
-static HEAP: cvm::heap::Heap = cvm::heap::Heap::new();
+static HEAP: cvm::heap::Heap = cvm::heap::Heap;
 
 fn main() -> ExitCode {
-    cvm::heap::install(&HEAP);
     cvm::runtime::note_process_start();
     let command = match cli::Cli::parse_command() {
         Ok(command) => command,
